@@ -2,14 +2,13 @@ package serialize
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 
 	"github.com/klauspost/compress/s2"
-	"github.com/vmihailenco/msgpack/v5"
 )
 
 // Codec bytes: how a frame's payload is stored.
@@ -49,12 +48,17 @@ func (e *VersionError) Error() string {
 // Options tune a Codec. The zero value means the defaults.
 type Options struct {
 	// MaxFrame bounds a frame's payload, compressed and decompressed;
-	// 0 means DefaultMaxFrame.
+	// 0 means DefaultMaxFrame. It is capped so that a body's length fits
+	// the 4-byte length prefix.
 	MaxFrame int
 	// CompressAbove is the payload size above which a frame is compressed;
 	// 0 means DefaultCompressAbove and a negative value never compresses.
 	CompressAbove int
 }
+
+// maxFrameLimit is the largest MaxFrame a codec accepts: a body (header and
+// payload) must fit the 4-byte length prefix of a stream frame.
+const maxFrameLimit = math.MaxUint32 - HeaderSize
 
 // Codec encodes and decodes message bodies. It reuses its buffers, so one
 // Codec serves one goroutine; make one per goroutine.
@@ -62,11 +66,8 @@ type Codec struct {
 	maxFrame      int
 	compressAbove int
 
-	encBuf bytes.Buffer
-	enc    *msgpack.Encoder
-	rd     bytes.Reader
-	dec    *msgpack.Decoder
-	zbuf   []byte
+	dec  decoder
+	zbuf []byte
 }
 
 // NewCodec returns a Codec with the given options.
@@ -75,36 +76,63 @@ func NewCodec(opt Options) *Codec {
 	if c.maxFrame <= 0 {
 		c.maxFrame = DefaultMaxFrame
 	}
+	c.maxFrame = int(min(int64(c.maxFrame), maxFrameLimit))
 	if c.compressAbove == 0 {
 		c.compressAbove = DefaultCompressAbove
 	}
-	c.enc = msgpack.NewEncoder(&c.encBuf)
-	c.dec = msgpack.NewDecoder(&c.rd)
 	return c
 }
 
 // MaxFrame reports the codec's frame size limit.
 func (c *Codec) MaxFrame() int { return c.maxFrame }
 
-// AppendBody appends m's body (version, codec, kind, payload) to dst.
+// AppendBody appends m's body (version, codec, kind, payload) to dst. On
+// error dst is returned as it was.
 func (c *Codec) AppendBody(dst []byte, m Message) ([]byte, error) {
-	c.encBuf.Reset()
-	if err := c.enc.Encode(m); err != nil {
-		return dst, fmt.Errorf("serialize: encode %v: %w", m.Kind(), err)
+	wm, ok := m.(wireMessage)
+	if !ok || isNilMessage(wm) {
+		return dst, fmt.Errorf("serialize: cannot encode %T(%v)", m, m)
 	}
-	payload := c.encBuf.Bytes()
+	start := len(dst)
+	dst = append(dst, ProtocolVersion, CodecRaw, byte(m.Kind()))
+	dst = wm.appendPayload(dst)
+	payload := dst[start+HeaderSize:]
 	if len(payload) > c.maxFrame {
-		return dst, fmt.Errorf("%w: %v payload of %d bytes, limit %d", ErrFrameTooLarge, m.Kind(), len(payload), c.maxFrame)
+		return dst[:start], fmt.Errorf("%w: %v payload of %d bytes, limit %d", ErrFrameTooLarge, m.Kind(), len(payload), c.maxFrame)
 	}
 	if c.compressAbove > 0 && len(payload) > c.compressAbove {
 		c.zbuf = s2.Encode(c.zbuf[:cap(c.zbuf)], payload)
 		if len(c.zbuf) < len(payload) {
-			dst = append(dst, ProtocolVersion, CodecS2, byte(m.Kind()))
-			return append(dst, c.zbuf...), nil
+			dst[start+1] = CodecS2
+			return append(dst[:start+HeaderSize], c.zbuf...), nil
 		}
 	}
-	dst = append(dst, ProtocolVersion, CodecRaw, byte(m.Kind()))
-	return append(dst, payload...), nil
+	return dst, nil
+}
+
+// isNilMessage reports whether m is a nil pointer to a message type.
+func isNilMessage(m wireMessage) bool {
+	switch m := m.(type) {
+	case *Challenge:
+		return m == nil
+	case *Hello:
+		return m == nil
+	case *Welcome:
+		return m == nil
+	case *TaskBatch:
+		return m == nil
+	case *ResultBatch:
+		return m == nil
+	case *Credit:
+		return m == nil
+	case *Heartbeat:
+		return m == nil
+	case *Shutdown:
+		return m == nil
+	case *Reject:
+		return m == nil
+	}
+	return m == nil
 }
 
 // AppendFrame appends m as a stream frame: a 4-byte big-endian length of the
@@ -167,12 +195,15 @@ func (c *Codec) DecodeBody(body []byte) (Message, error) {
 	default:
 		return nil, fmt.Errorf("%w: %d", ErrUnknownCodec, body[1])
 	}
-	c.rd.Reset(payload)
-	if err := c.dec.Decode(m); err != nil {
+	c.dec.reset(payload)
+	err := m.(wireMessage).decodePayload(&c.dec)
+	trailing := c.dec.remaining()
+	c.dec.reset(nil) // drop the references to payload and the arena
+	if err != nil {
 		return nil, fmt.Errorf("%w: %v: %w", ErrCorrupt, kind, err)
 	}
-	if c.rd.Len() != 0 {
-		return nil, fmt.Errorf("%w: %v: %d trailing bytes", ErrCorrupt, kind, c.rd.Len())
+	if trailing != 0 {
+		return nil, fmt.Errorf("%w: %v: %d trailing bytes", ErrCorrupt, kind, trailing)
 	}
 	return m, nil
 }
@@ -204,17 +235,37 @@ func (r *Reader) Read() (Message, error) {
 	if n-HeaderSize > r.codec.maxFrame {
 		return nil, fmt.Errorf("%w: frame of %d bytes, limit %d", ErrFrameTooLarge, n, r.codec.maxFrame)
 	}
-	if cap(r.buf) < n {
-		r.buf = make([]byte, n)
-	}
-	r.buf = r.buf[:n]
-	if _, err := io.ReadFull(r.r, r.buf); err != nil {
+	if err := r.readBody(n); err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
 		return nil, err
 	}
 	return r.codec.DecodeBody(r.buf)
+}
+
+// readChunk bounds how far the Reader's buffer grows ahead of the bytes that
+// actually arrive, so a length prefix alone cannot make it allocate the
+// whole frame limit.
+const readChunk = 1 << 20
+
+// readBody reads an n-byte body into r.buf.
+func (r *Reader) readBody(n int) error {
+	if cap(r.buf) >= n {
+		r.buf = r.buf[:n]
+		_, err := io.ReadFull(r.r, r.buf)
+		return err
+	}
+	r.buf = r.buf[:0]
+	for len(r.buf) < n {
+		have := len(r.buf)
+		want := min(n, have+max(have, readChunk))
+		r.buf = append(r.buf, make([]byte, want-have)...)
+		if _, err := io.ReadFull(r.r, r.buf[have:]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Writer writes stream frames to a buffered io.Writer; call Flush to push

@@ -9,6 +9,8 @@
 // gives the byte-level layout.
 package serialize
 
+//lint:file-ignore U1000 the _msgpack fields are read by msgpack: they make every message a msgpack array
+
 import "fmt"
 
 // ProtocolVersion is the wire version this build speaks. A peer that sends
