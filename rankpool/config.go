@@ -1,0 +1,113 @@
+package rankpool
+
+import (
+	"math"
+
+	"github.com/rankfarm/rankfarm/serialize"
+)
+
+// Defaults for Config's zero fields.
+const (
+	DefaultSlots    = 1
+	DefaultPrefetch = 2
+	DefaultMaxBatch = 4096
+)
+
+// Config tunes the role state machines. Its zero value means the defaults.
+type Config struct {
+	// Slots is how many tasks a worker runs at once; default 1.
+	Slots int
+	// Prefetch is the credit per slot a worker announces: the tasks it may
+	// hold queued or running; default 2.
+	Prefetch int
+	// MaxBatch is the most tasks or results in one message; default 4096.
+	MaxBatch int
+}
+
+// withDefaults returns c with every non-positive field set to its default.
+func (c Config) withDefaults() Config {
+	if c.Slots <= 0 {
+		c.Slots = DefaultSlots
+	}
+	if c.Prefetch <= 0 {
+		c.Prefetch = DefaultPrefetch
+	}
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = DefaultMaxBatch
+	}
+	return c
+}
+
+// Envelope is one message with its sender and receiver ranks (Upstream for
+// the front end).
+type Envelope struct {
+	From, To int
+	Msg      serialize.Message
+}
+
+// ledger is the credit account a rank keeps with its parent. avail is the
+// room below this rank (credit its children or slots granted) minus the tasks
+// received from the parent and not yet passed on; it goes negative only when
+// the parent sends more than it was granted. up is the credit to announce at
+// the next Ready. Credit that comes back while avail is negative pays for the
+// excess tasks instead of being announced, so a parent that overspends cannot
+// make the excess grow.
+type ledger struct {
+	avail int
+	up    uint64
+}
+
+// grant records n more room below and schedules its announcement.
+func (l *ledger) grant(n int) {
+	old := l.avail
+	l.avail += n
+	if l.avail > 0 {
+		l.up += uint64(l.avail - max(old, 0))
+	}
+}
+
+// take records n tasks received from the parent.
+func (l *ledger) take(n int) { l.avail -= n }
+
+// appendUp appends the messages that carry results and credit from rank
+// from to rank to: the results in messages of at most maxBatch, with the
+// credit spread so that each carries one per result (the last takes the
+// rest), then plain Credit messages for credit left over. reuse, when not nil,
+// is an owned ResultBatch to fill instead of allocating the first message.
+func appendUp(out []Envelope, from, to int, res []serialize.Result, credit uint64, maxBatch int, reuse *serialize.ResultBatch) []Envelope {
+	for len(res) > 0 {
+		k := min(len(res), maxBatch)
+		chunk := res[:k:k]
+		res = res[k:]
+		c := min(credit, uint64(k))
+		if len(res) == 0 {
+			c = min(credit, math.MaxUint32)
+		}
+		credit -= c
+		rb := reuse
+		if rb == nil {
+			rb = &serialize.ResultBatch{}
+		}
+		reuse = nil
+		rb.Credit = uint32(c)
+		rb.Results = chunk
+		out = append(out, Envelope{From: from, To: to, Msg: rb})
+	}
+	for credit > 0 {
+		c := min(credit, math.MaxUint32)
+		credit -= c
+		out = append(out, Envelope{From: from, To: to, Msg: &serialize.Credit{N: uint32(c)}})
+	}
+	return out
+}
+
+// appendTasks appends the messages that carry tasks from rank from to rank
+// to, at most maxBatch per message.
+func appendTasks(out []Envelope, from, to int, tasks []serialize.Task, maxBatch int) []Envelope {
+	for len(tasks) > 0 {
+		k := min(len(tasks), maxBatch)
+		out = append(out, Envelope{From: from, To: to, Msg: &serialize.TaskBatch{Tasks: tasks[:k:k]}})
+		tasks = tasks[k:]
+	}
+	return out
+}

@@ -1,0 +1,189 @@
+package rankpool
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/rankfarm/rankfarm/serialize"
+)
+
+func workerAt(rank, parent int) Place {
+	return Place{Rank: rank, Size: 8, Role: RoleWorker, Parent: parent}
+}
+
+func TestWorkerAnnouncesCredit(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		want uint64
+	}{
+		{"defaults", Config{}, 2},
+		{"slots", Config{Slots: 4}, 8},
+		{"slots and prefetch", Config{Slots: 3, Prefetch: 5}, 15},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := NewWorker(workerAt(3, 0), tt.cfg)
+			out := w.Ready(nil)
+			require.Len(t, out, 1)
+			assert.Equal(t, &serialize.Credit{N: uint32(tt.want)}, out[0].Msg)
+			assert.Equal(t, 0, out[0].To)
+			assert.Empty(t, w.Ready(nil), "credit is announced once")
+		})
+	}
+}
+
+func TestWorkerSlots(t *testing.T) {
+	w := NewWorker(workerAt(3, 0), Config{Slots: 2})
+	w.Ready(nil)
+	_, ok := w.Next()
+	require.False(t, ok, "nothing queued")
+
+	w.Step(taskBatch(0, 3, tasks(1, 4)))
+	var started []uint64
+	for {
+		task, ok := w.Next()
+		if !ok {
+			break
+		}
+		started = append(started, task.ID)
+	}
+	assert.Equal(t, []uint64{1, 2}, started, "two slots, FIFO")
+	assert.Equal(t, 2, w.Running())
+	assert.Equal(t, 2, w.Queued())
+
+	w.Finished(serialize.Result{ID: 2})
+	task, ok := w.Next()
+	require.True(t, ok)
+	assert.Equal(t, uint64(3), task.ID)
+	_, ok = w.Next()
+	assert.False(t, ok, "both slots busy again")
+}
+
+func TestWorkerReturnsResultsWithCredit(t *testing.T) {
+	tests := []struct {
+		name     string
+		maxBatch int
+		finished int
+		wantMsgs int
+	}{
+		{"one result leaves at once", 0, 1, 1},
+		{"results finished together share a message", 0, 5, 1},
+		{"split at MaxBatch", 2, 5, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := NewWorker(workerAt(3, 0), Config{Slots: 8, MaxBatch: tt.maxBatch})
+			w.Ready(nil)
+			w.Step(taskBatch(0, 3, tasks(1, tt.finished)))
+			for range tt.finished {
+				task, ok := w.Next()
+				require.True(t, ok)
+				w.Finished(serialize.Result{ID: task.ID})
+			}
+			out := w.Ready(nil)
+			require.Len(t, out, tt.wantMsgs)
+			var ids []uint64
+			for _, e := range out {
+				rb := e.Msg.(*serialize.ResultBatch)
+				assert.Equal(t, uint32(len(rb.Results)), rb.Credit, "one credit per result")
+				for _, r := range rb.Results {
+					ids = append(ids, r.ID)
+				}
+			}
+			assert.Len(t, ids, tt.finished)
+			assert.Empty(t, w.Ready(nil))
+		})
+	}
+}
+
+func TestWorkerWithholdsCreditForExcessTasks(t *testing.T) {
+	w := NewWorker(workerAt(3, 0), Config{}) // credit 2
+	w.Ready(nil)
+	w.Step(taskBatch(0, 3, tasks(1, 3))) // one too many: kept, not dropped
+	for id := uint64(1); id <= 3; id++ {
+		task, ok := w.Next()
+		require.True(t, ok)
+		require.Equal(t, id, task.ID)
+		w.Finished(serialize.Result{ID: id})
+		rb := w.Ready(nil)[0].Msg.(*serialize.ResultBatch)
+		if id == 1 {
+			assert.Zero(t, rb.Credit, "the first result pays for the excess task")
+		} else {
+			assert.Equal(t, uint32(1), rb.Credit)
+		}
+	}
+}
+
+func TestWorkerShutdown(t *testing.T) {
+	w := NewWorker(workerAt(3, 0), Config{})
+	w.Ready(nil)
+	w.Step(taskBatch(0, 3, tasks(1, 2)))
+	task, ok := w.Next()
+	require.True(t, ok)
+	w.Finished(serialize.Result{ID: task.ID})
+	w.Step(shutdown(0, 3))
+	_, ok = w.Next()
+	assert.False(t, ok, "queued tasks are dropped")
+	assert.Zero(t, w.Queued())
+	assert.False(t, w.Done(), "not done before the acknowledgement leaves")
+
+	out := w.Ready(nil)
+	require.Len(t, out, 2)
+	assert.IsType(t, &serialize.ResultBatch{}, out[0].Msg, "results before the ack")
+	assert.Equal(t, &serialize.Shutdown{Reason: "test"}, out[1].Msg)
+	assert.True(t, w.Done())
+
+	w.Step(taskBatch(0, 3, tasks(5, 1)))
+	w.Finished(serialize.Result{ID: 9})
+	assert.Empty(t, w.Ready(nil), "a done worker says nothing")
+}
+
+func TestWorkerIgnoresNoise(t *testing.T) {
+	w := NewWorker(workerAt(3, 0), Config{})
+	w.Ready(nil)
+	w.Step(Envelope{From: 0, To: 3, Msg: &serialize.Heartbeat{Seq: 1}})
+	w.Step(taskBatch(5, 3, tasks(1, 1))) // not the parent
+	w.Step(shutdown(5, 3))
+	w.Step(credit(0, 3, 4))
+	assert.Empty(t, w.Ready(nil))
+	assert.Zero(t, w.Queued())
+	assert.False(t, w.Done())
+}
+
+func TestWorkerUpstreamWhenAlone(t *testing.T) {
+	w := NewWorker(Layout(0, 1, nil, 0), Config{})
+	out := w.Ready(nil)
+	require.Len(t, out, 1)
+	assert.Equal(t, Upstream, out[0].To)
+	w.Step(taskBatch(Upstream, 0, tasks(1, 1)))
+	_, ok := w.Next()
+	assert.True(t, ok)
+}
+
+func TestTaskQueueWraps(t *testing.T) {
+	var q taskQueue
+	q.grow(2)
+	next := uint64(0)
+	want := uint64(0)
+	for round := range 50 {
+		for range round % 7 {
+			q.push(serialize.Task{ID: next})
+			next++
+		}
+		for range round % 5 {
+			if q.len() == 0 {
+				break
+			}
+			require.Equal(t, want, q.pop().ID)
+			want++
+		}
+	}
+	for q.len() > 0 {
+		require.Equal(t, want, q.pop().ID)
+		want++
+	}
+	require.Equal(t, next, want)
+}
