@@ -1,0 +1,172 @@
+package frontend
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/rankfarm/rankfarm/internal/registry"
+	"github.com/rankfarm/rankfarm/serialize"
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// errKindDecode classifies a result that does not decode into the
+// future's type.
+const errKindDecode = serialize.ErrApp
+
+// App1 is an app of one argument of type A with a result of type R.
+type App1[A, R any] struct{ name string }
+
+// App2 is an app of two arguments.
+type App2[A, B, R any] struct{ name string }
+
+// App3 is an app of three arguments.
+type App3[A, B, C, R any] struct{ name string }
+
+// register adds h to registry.Default, panicking on a duplicate name the way
+// flag does on a redefined flag.
+func register(name string, h registry.Handler) {
+	if err := registry.Default.Register(name, h); err != nil {
+		panic(fmt.Sprintf("frontend: %v", err))
+	}
+}
+
+// encodeResult is an app's msgpack-encoded result.
+func encodeResult[R any](r R) ([]byte, error) {
+	b, err := msgpack.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("encode the result %T: %w", r, err)
+	}
+	return b, nil
+}
+
+// NewApp1 declares fn as the app name and registers it in the registry that
+// the executor serves. Declare apps at package level, so that the block's
+// ranks (this same program, re-run) hold them too. A duplicate name panics.
+func NewApp1[A, R any](name string, fn func(context.Context, A) (R, error)) *App1[A, R] {
+	register(name, func(ctx context.Context, args []byte) ([]byte, error) {
+		var a A
+		if err := registry.DecodeArgs(args, &a); err != nil {
+			return nil, err
+		}
+		r, err := fn(ctx, a)
+		if err != nil {
+			return nil, err
+		}
+		return encodeResult(r)
+	})
+	return &App1[A, R]{name: name}
+}
+
+// NewApp2 is NewApp1 for an app of two arguments.
+func NewApp2[A, B, R any](name string, fn func(context.Context, A, B) (R, error)) *App2[A, B, R] {
+	register(name, func(ctx context.Context, args []byte) ([]byte, error) {
+		var a A
+		var b B
+		if err := registry.DecodeArgs(args, &a, &b); err != nil {
+			return nil, err
+		}
+		r, err := fn(ctx, a, b)
+		if err != nil {
+			return nil, err
+		}
+		return encodeResult(r)
+	})
+	return &App2[A, B, R]{name: name}
+}
+
+// NewApp3 is NewApp1 for an app of three arguments.
+func NewApp3[A, B, C, R any](name string, fn func(context.Context, A, B, C) (R, error)) *App3[A, B, C, R] {
+	register(name, func(ctx context.Context, args []byte) ([]byte, error) {
+		var a A
+		var b B
+		var c C
+		if err := registry.DecodeArgs(args, &a, &b, &c); err != nil {
+			return nil, err
+		}
+		r, err := fn(ctx, a, b, c)
+		if err != nil {
+			return nil, err
+		}
+		return encodeResult(r)
+	})
+	return &App3[A, B, C, R]{name: name}
+}
+
+// Declare1 names an app of one argument that only the executor holds (a
+// separate worker binary, or a built-in): nothing is registered here.
+func Declare1[A, R any](name string) *App1[A, R] { return &App1[A, R]{name: name} }
+
+// Declare2 is Declare1 for an app of two arguments.
+func Declare2[A, B, R any](name string) *App2[A, B, R] { return &App2[A, B, R]{name: name} }
+
+// Declare3 is Declare1 for an app of three arguments.
+func Declare3[A, B, C, R any](name string) *App3[A, B, C, R] {
+	return &App3[A, B, C, R]{name: name}
+}
+
+// Name returns the app's name.
+func (a *App1[A, R]) Name() string { return a.name }
+
+// Name returns the app's name.
+func (a *App2[A, B, R]) Name() string { return a.name }
+
+// Name returns the app's name.
+func (a *App3[A, B, C, R]) Name() string { return a.name }
+
+// Call submits one call of the app to ex and returns its future at once.
+// The task runs when every future among its arguments (and its After
+// dependencies) has resolved; if one failed, it is not run and its future
+// fails with a *DependencyError.
+func (a *App1[A, R]) Call(ex *Executor, x Arg[A], opts ...CallOption) *Future[R] {
+	c := newCall(1)
+	addArg(c, x)
+	return &Future[R]{t: ex.submit(a.name, c, opts)}
+}
+
+// Call submits one call of the app to ex; see App1.Call.
+func (a *App2[A, B, R]) Call(ex *Executor, x Arg[A], y Arg[B], opts ...CallOption) *Future[R] {
+	c := newCall(2)
+	addArg(c, x)
+	addArg(c, y)
+	return &Future[R]{t: ex.submit(a.name, c, opts)}
+}
+
+// Call submits one call of the app to ex; see App1.Call.
+func (a *App3[A, B, C, R]) Call(ex *Executor, x Arg[A], y Arg[B], z Arg[C], opts ...CallOption) *Future[R] {
+	c := newCall(3)
+	addArg(c, x)
+	addArg(c, y)
+	addArg(c, z)
+	return &Future[R]{t: ex.submit(a.name, c, opts)}
+}
+
+func addArg[T any](c *call, x Arg[T]) {
+	if x == nil {
+		c.fail(fmt.Errorf("argument %d is nil", c.n+1))
+		c.parts[c.n] = part{value: true}
+		c.n++
+		return
+	}
+	x.addTo(c)
+}
+
+// ShellResult is the value of the built-in shell app: the exit status and
+// the command's output (stdout cut after 1 MiB, stderr's last 1 MiB).
+type ShellResult = registry.ShellResult
+
+// Typed clients of the executor's built-in apps.
+var (
+	// Noop does nothing and returns nothing: a measure of overhead.
+	Noop = Declare1[struct{}, struct{}](registry.AppNoop)
+	// Sleep sleeps for the given number of seconds.
+	Sleep = Declare1[float64, struct{}](registry.AppSleep)
+	// Shell runs a command with /bin/sh -c on a worker, in a process group
+	// of its own that is killed when the task's walltime passes. A non-zero
+	// exit status fails the task with an app error that carries the status
+	// and the tail of stderr.
+	Shell = Declare1[string, ShellResult](registry.AppShell)
+)
+
+// EchoApp returns a client of the built-in echo app for values of type T:
+// the task returns its argument, byte for byte.
+func EchoApp[T any]() *App1[T, T] { return Declare1[T, T](registry.AppEcho) }
