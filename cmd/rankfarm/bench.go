@@ -1,0 +1,57 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"runtime"
+
+	"github.com/rankfarm/rankfarm/bench"
+	"github.com/rankfarm/rankfarm/frontend"
+	"github.com/spf13/pflag"
+)
+
+func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := pflag.NewFlagSet("bench", pflag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `Usage: rankfarm bench [flags]
+
+Start a block on this machine (mpirun -np NP of this same binary) and measure:
+  - throughput: TASKS no-op tasks (the built-in echo app), one future each,
+    from the first submit to the last result;
+  - latency: ROUNDS single tasks one after another, p50/p99/p99.9.
+Every value is checked; "errors" counts wrong or failed tasks.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	np := fs.Int("np", runtime.NumCPU(), "ranks in the block: rank 0 plus NP-1 workers")
+	tasks := fs.Int("tasks", 200000, "no-op tasks for the throughput run")
+	rounds := fs.Int("latency-rounds", 2000, "sequential single-task round trips for the latency run")
+	prefetch := fs.Int("prefetch", 0, "tasks a worker may hold per slot (0 = the executor's default)")
+	slots := fs.Int("slots", 0, "tasks each worker runs at once (0 = 1)")
+	jsonOut := fs.Bool("json", false, "print one JSON object instead of a table")
+	if err := parse(fs, args, stderr); err != nil {
+		return err
+	}
+	if *np < 1 || *tasks < 0 || *rounds < 0 || *prefetch < 0 || *slots < 0 {
+		fmt.Fprintln(stderr, "rankfarm bench: --np must be at least 1; counts must not be negative")
+		return errUsage
+	}
+	ex, err := frontend.Start(ctx, frontend.Options{NP: *np, Prefetch: *prefetch, Slots: *slots})
+	if err != nil {
+		return err
+	}
+	res, err := bench.Run(ctx, ex, *np, *tasks, *rounds)
+	if cerr := ex.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if *jsonOut {
+		return res.WriteJSON(stdout)
+	}
+	return res.WriteTable(stdout)
+}

@@ -1,0 +1,309 @@
+// Package mpiexec is the executor process: every rank of a block runs it.
+// Main wires a rank to its role in the rank tree (rank 0 schedules and holds
+// the link to the front end, sub-masters relay, workers run apps), moves the
+// tree's messages over MPI, and runs the tasks with the apps registered in
+// the program.
+//
+// A user's program calls Main first thing in main: when the front end has
+// re-run the program under mpirun as a block, Main becomes the rank and never
+// returns; otherwise it returns at once and the program goes on as the front
+// end.
+package mpiexec
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/rankfarm/rankfarm/internal/link"
+	"github.com/rankfarm/rankfarm/internal/registry"
+	"github.com/rankfarm/rankfarm/mpiexec/mpi"
+	"github.com/rankfarm/rankfarm/rankpool"
+	"github.com/rankfarm/rankfarm/serialize"
+)
+
+// Environment variables that start and tune an executor rank. A launcher
+// sets them; the token travels only as a path (link.EnvTokenFile).
+const (
+	EnvExec     = "RANKFARM_EXEC"     // "1": this process is a rank of a block
+	EnvSlots    = "RANKFARM_SLOTS"    // tasks a worker runs at once
+	EnvPrefetch = "RANKFARM_PREFETCH" // credit per slot
+	EnvFanout   = "RANKFARM_FANOUT"   // most children of one rank in the tree
+	EnvLogLevel = "RANKFARM_LOG"      // debug, info, warn or error
+)
+
+// Config is what one rank needs to know.
+type Config struct {
+	// Addr is the front end's host:port; rank 0 dials it.
+	Addr string
+	// TokenFile holds the run's secret token (0600).
+	TokenFile string
+	// Block names this block in the handshake.
+	Block string
+	// Slots, Prefetch and Fanout tune the tree; zero values mean defaults.
+	Slots, Prefetch, Fanout int
+	// PeerTimeout is how long rank 0 waits without a word from the front end
+	// before it shuts the block down; 0 means 30 s.
+	PeerTimeout time.Duration
+	// Logger receives the rank's log lines; nil means stderr at warn level.
+	Logger *slog.Logger
+}
+
+// ConfigFromEnv reads a Config from the environment a launcher set.
+func ConfigFromEnv() (Config, error) {
+	cfg := Config{
+		Addr:      os.Getenv(link.EnvAddr),
+		TokenFile: os.Getenv(link.EnvTokenFile),
+		Block:     os.Getenv(link.EnvBlock),
+	}
+	for _, v := range []struct {
+		env string
+		dst *int
+	}{{EnvSlots, &cfg.Slots}, {EnvPrefetch, &cfg.Prefetch}, {EnvFanout, &cfg.Fanout}} {
+		s := os.Getenv(v.env)
+		if s == "" {
+			continue
+		}
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 || n > 1<<20 {
+			return cfg, fmt.Errorf("mpiexec: %s=%q is not a count from 0 to %d", v.env, s, 1<<20)
+		}
+		*v.dst = n
+	}
+	return cfg, nil
+}
+
+// Main makes this process a rank when a launcher started it as one (the
+// environment has RANKFARM_EXEC=1): it serves the block and exits the
+// process, never returning. Otherwise it returns at once. Call it first
+// thing in main, after the apps are declared.
+func Main() {
+	if os.Getenv(EnvExec) != "1" {
+		return
+	}
+	cfg, err := ConfigFromEnv()
+	if err == nil {
+		err = Run(context.Background(), cfg)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "rankfarm exec: %v\n", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+// LoggerFromEnv returns a stderr logger at the level RANKFARM_LOG names
+// (warn by default), tagged with the rank.
+func LoggerFromEnv() *slog.Logger {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(os.Getenv(EnvLogLevel))); err != nil {
+		lvl = slog.LevelWarn
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+}
+
+// Run serves one rank of a block until the block shuts down: on the front
+// end's request, on SIGTERM or SIGINT, or when the front end has been gone
+// longer than the peer timeout.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.Logger == nil {
+		cfg.Logger = LoggerFromEnv()
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	ep, err := mpi.Start(ctx, mpi.Options{Logger: cfg.Logger})
+	if err != nil {
+		return fmt.Errorf("mpiexec: start MPI: %w", err)
+	}
+	log := cfg.Logger.With("rank", ep.Rank())
+	place := rankpool.Layout(ep.Rank(), ep.Size(), ep.NodeOf(), cfg.Fanout)
+	tr := newTransport(ep, place.Rank)
+
+	if place.Rank == 0 {
+		conn, err := dialFrontEnd(ctx, cfg, ep.Size(), place)
+		if err != nil {
+			log.Error("rank 0 cannot reach the front end; aborting the block", "err", err)
+			ep.Abort(3)
+			return err
+		}
+		defer conn.Close()
+		tr.upstream = conn
+		go tr.pumpUpstream(ctx, conn, log)
+		go tr.onSignal(ctx, log)
+	} else {
+		// Other ranks leave SIGTERM to rank 0's orderly shutdown; mpirun
+		// kills them itself if that does not come.
+		signal.Ignore(syscall.SIGINT, syscall.SIGTERM)
+	}
+	go tr.pumpMPI(ctx, log)
+
+	rcfg := rankpool.Config{Slots: cfg.Slots, Prefetch: cfg.Prefetch}
+	rank := place.Rank
+	runner := func(ctx context.Context, t serialize.Task) serialize.Result {
+		return registry.Default.Run(ctx, t, rank)
+	}
+	runErr := rankpool.Run(ctx, place, tr, runner, rcfg)
+	if runErr != nil && !errors.Is(runErr, context.Canceled) {
+		log.Error("rank stopped with an error; aborting the block", "err", runErr)
+		ep.Abort(4)
+		return runErr
+	}
+	closeCtx, closeCancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer closeCancel()
+	if err := ep.Close(closeCtx); err != nil {
+		return fmt.Errorf("mpiexec: finalize: %w", err)
+	}
+	return nil
+}
+
+func dialFrontEnd(ctx context.Context, cfg Config, size int, place rankpool.Place) (link.Conn, error) {
+	if cfg.Addr == "" || cfg.TokenFile == "" {
+		return nil, fmt.Errorf("mpiexec: rank 0 needs %s and %s", link.EnvAddr, link.EnvTokenFile)
+	}
+	token, err := link.ReadTokenFile(cfg.TokenFile)
+	if err != nil {
+		return nil, err
+	}
+	host, _ := os.Hostname()
+	workers := size - 1
+	if size == 1 {
+		workers = 1
+	}
+	slots := max(cfg.Slots, 1)
+	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	conn, _, err := link.Dial(dctx, cfg.Addr, link.DialOptions{
+		Token: token,
+		Hello: serialize.Hello{
+			Block:   cfg.Block,
+			Ranks:   int32(size),
+			Workers: int32(workers * slots),
+			Host:    host,
+			PID:     int32(os.Getpid()),
+		},
+		PeerTimeout: cfg.PeerTimeout,
+		Logger:      cfg.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("mpiexec: dial front end %s: %w", cfg.Addr, err)
+	}
+	return conn, nil
+}
+
+// transport carries one rank's messages: to and from other ranks over MPI,
+// and for rank 0 to and from the front end over the link.
+type transport struct {
+	ep       *mpi.Endpoint
+	rank     int
+	upstream link.Conn
+	inbox    chan rankpool.Envelope
+
+	mu    sync.Mutex // guards codec on the send side
+	codec *serialize.Codec
+}
+
+func newTransport(ep *mpi.Endpoint, rank int) *transport {
+	return &transport{
+		ep:    ep,
+		rank:  rank,
+		inbox: make(chan rankpool.Envelope, 1024),
+		codec: serialize.NewCodec(serialize.Options{}),
+	}
+}
+
+// Send implements rankpool.Transport.
+func (t *transport) Send(to int, m serialize.Message) error {
+	if to == rankpool.Upstream {
+		if t.upstream == nil {
+			return fmt.Errorf("mpiexec: rank %d has no upstream link", t.rank)
+		}
+		// A broken link is noticed by pumpUpstream, which shuts the block
+		// down; a send that fails meanwhile has nowhere better to go.
+		if err := t.upstream.Send(m); err != nil && !errors.Is(err, link.ErrClosed) {
+			return err
+		}
+		return nil
+	}
+	t.mu.Lock()
+	body, err := t.codec.AppendBody(nil, m)
+	t.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return t.ep.Send(to, int(m.Kind()), body)
+}
+
+// Inbox implements rankpool.Transport.
+func (t *transport) Inbox() <-chan rankpool.Envelope { return t.inbox }
+
+func (t *transport) deliver(ctx context.Context, e rankpool.Envelope) bool {
+	select {
+	case t.inbox <- e:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// pumpMPI decodes what other ranks send and hands it to the role.
+func (t *transport) pumpMPI(ctx context.Context, log *slog.Logger) {
+	codec := serialize.NewCodec(serialize.Options{})
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case p, ok := <-t.ep.Recv():
+			if !ok {
+				return
+			}
+			m, err := codec.DecodeBody(p.Data)
+			if err != nil {
+				log.Error("dropping an undecodable message", "from", p.Src, "tag", p.Tag, "err", err)
+				continue
+			}
+			if !t.deliver(ctx, rankpool.Envelope{From: p.Src, To: t.rank, Msg: m}) {
+				return
+			}
+		}
+	}
+}
+
+// pumpUpstream hands the front end's messages to rank 0's role; when the
+// link ends it asks the block to shut down.
+func (t *transport) pumpUpstream(ctx context.Context, conn link.Conn, log *slog.Logger) {
+	for {
+		m, err := conn.Recv(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Warn("front end link ended; shutting the block down", "err", err)
+				t.deliver(ctx, rankpool.Envelope{From: rankpool.Upstream, To: 0, Msg: &serialize.Shutdown{Reason: "front end gone: " + err.Error()}})
+			}
+			return
+		}
+		if !t.deliver(ctx, rankpool.Envelope{From: rankpool.Upstream, To: 0, Msg: m}) {
+			return
+		}
+	}
+}
+
+// onSignal turns SIGTERM or SIGINT at rank 0 into an orderly shutdown of the
+// whole block.
+func (t *transport) onSignal(ctx context.Context, log *slog.Logger) {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	select {
+	case s := <-sig:
+		log.Warn("signal received; shutting the block down", "signal", s.String())
+		t.deliver(ctx, rankpool.Envelope{From: rankpool.Upstream, To: 0, Msg: &serialize.Shutdown{Reason: "signal " + s.String()}})
+	case <-ctx.Done():
+	}
+}
