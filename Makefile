@@ -1,0 +1,64 @@
+# rankfarm — make targets. `make run` and `make test` work on a fresh Debian or
+# Ubuntu machine: they install OpenMPI with apt when it is missing and you are
+# root, and otherwise print the command to run.
+
+SHELL     := /bin/bash
+GO        ?= go
+MPI       ?= openmpi
+TAGS      := $(if $(filter mpich,$(MPI)),mpich,)
+GOFLAGS_T := $(if $(TAGS),-tags $(TAGS),)
+FUZZTIME  ?= 20s
+NP        ?= 4
+BIN       := bin/rankfarm
+
+ifeq ($(shell id -u),0)
+export OMPI_ALLOW_RUN_AS_ROOT := 1
+export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
+endif
+
+.PHONY: all build run test unit e2e nompi lint bench fuzz mpi clean
+
+all: build
+
+mpi:
+	@MPI=$(MPI) ./ci/ensure-mpi.sh
+
+build: mpi
+	$(GO) build $(GOFLAGS_T) -o $(BIN) ./cmd/rankfarm
+
+## run: the example workflow on the local default (mpirun -np <cores>)
+run: mpi
+	$(GO) run $(GOFLAGS_T) ./examples/workflow
+
+## test: lint, unit tests with -race, the nompi build, the MPI end-to-end suite
+test: mpi lint nompi unit e2e
+
+lint:
+	@fmt=$$(gofmt -l $$(find . -name '*.go' -not -path './.git/*')); \
+	  if [ -n "$$fmt" ]; then echo "gofmt needed: $$fmt"; exit 1; fi
+	$(GO) vet $(GOFLAGS_T) ./...
+	$(GO) tool staticcheck $(GOFLAGS_T) ./...
+
+nompi:
+	CGO_ENABLED=0 $(GO) build -tags nompi ./...
+	CGO_ENABLED=0 $(GO) vet -tags nompi ./...
+
+unit:
+	$(GO) test $(GOFLAGS_T) -race -count=1 -timeout 600s $$($(GO) list ./... | grep -v /e2e)
+
+e2e:
+	$(GO) test $(GOFLAGS_T) -count=1 -timeout 900s -v ./e2e/ 2>&1 | tee /tmp/rankfarm-e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; \
+	  exit $${PIPESTATUS[0]}
+
+## bench: the standard benchmark on this machine
+bench: build
+	./$(BIN) bench --np $(NP) --tasks 200000
+
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; done
+
+clean:
+	rm -rf bin
