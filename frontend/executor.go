@@ -31,7 +31,9 @@ import (
 const (
 	EnvExec     = "RANKFARM_EXEC"     // "1": the process is a rank of a block
 	EnvPrefetch = "RANKFARM_PREFETCH" // tasks a worker may hold per slot
-	EnvSlots    = "RANKFARM_SLOTS"    // tasks a worker runs at once
+	// EnvMaxPrefetch bounds the adaptive prefetch per slot.
+	EnvMaxPrefetch = "RANKFARM_MAX_PREFETCH"
+	EnvSlots       = "RANKFARM_SLOTS" // tasks a worker runs at once
 )
 
 // Defaults of Options.
@@ -60,6 +62,10 @@ type Options struct {
 	// Walltime bounds every run of a task unless a call says otherwise;
 	// 0 means no bound.
 	Walltime time.Duration
+	// MaxPrefetch bounds the tasks per slot a worker holds when tasks are
+	// short: its credit adapts between Prefetch and MaxPrefetch to keep
+	// about 2 ms of work queued (RANKFARM_MAX_PREFETCH; 0 means 256).
+	MaxPrefetch int
 	// Prefetch and Slots tune the block's workers (RANKFARM_PREFETCH,
 	// RANKFARM_SLOTS); 0 means the executor's defaults.
 	Prefetch, Slots int
@@ -284,6 +290,9 @@ func (e *Executor) launch(ctx context.Context, opt Options) (_ *block, err error
 		link.EnvAddr:      e.listener.Addr(),
 		link.EnvTokenFile: e.tokenFile,
 		link.EnvBlock:     blockName,
+	}
+	if opt.MaxPrefetch > 0 {
+		env[EnvMaxPrefetch] = strconv.Itoa(opt.MaxPrefetch)
 	}
 	if opt.Prefetch > 0 {
 		env[EnvPrefetch] = strconv.Itoa(opt.Prefetch)

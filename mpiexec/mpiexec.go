@@ -35,8 +35,17 @@ const (
 	EnvExec     = "RANKFARM_EXEC"     // "1": this process is a rank of a block
 	EnvSlots    = "RANKFARM_SLOTS"    // tasks a worker runs at once
 	EnvPrefetch = "RANKFARM_PREFETCH" // credit per slot
-	EnvFanout   = "RANKFARM_FANOUT"   // most children of one rank in the tree
-	EnvLogLevel = "RANKFARM_LOG"      // debug, info, warn or error
+	// EnvMaxPrefetch bounds the credit per slot that adaptive prefetch
+	// grows to for short tasks.
+	EnvMaxPrefetch = "RANKFARM_MAX_PREFETCH"
+	EnvFanout      = "RANKFARM_FANOUT" // most children of one rank in the tree
+	EnvLogLevel    = "RANKFARM_LOG"    // debug, info, warn or error
+	// EnvSpin is how long an idle rank keeps polling MPI before it sleeps
+	// (a Go duration, e.g. "50us"): lower latency for a core per rank.
+	EnvSpin = "RANKFARM_SPIN"
+	// EnvMaxSleep bounds an idle rank's sleep between two polls of MPI (a
+	// Go duration; default 1ms).
+	EnvMaxSleep = "RANKFARM_MAX_SLEEP"
 )
 
 // Config is what one rank needs to know.
@@ -47,8 +56,12 @@ type Config struct {
 	TokenFile string
 	// Block names this block in the handshake.
 	Block string
-	// Slots, Prefetch and Fanout tune the tree; zero values mean defaults.
-	Slots, Prefetch, Fanout int
+	// Slots, Prefetch, MaxPrefetch and Fanout tune the tree; zero values
+	// mean defaults (see rankpool.Config).
+	Slots, Prefetch, MaxPrefetch, Fanout int
+	// Spin and MaxSleep tune the MPI progress loop's idling (see
+	// mpi.Options); zero values mean its defaults.
+	Spin, MaxSleep time.Duration
 	// PeerTimeout is how long rank 0 waits without a word from the front end
 	// before it shuts the block down; 0 means 30 s.
 	PeerTimeout time.Duration
@@ -66,7 +79,7 @@ func ConfigFromEnv() (Config, error) {
 	for _, v := range []struct {
 		env string
 		dst *int
-	}{{EnvSlots, &cfg.Slots}, {EnvPrefetch, &cfg.Prefetch}, {EnvFanout, &cfg.Fanout}} {
+	}{{EnvSlots, &cfg.Slots}, {EnvPrefetch, &cfg.Prefetch}, {EnvMaxPrefetch, &cfg.MaxPrefetch}, {EnvFanout, &cfg.Fanout}} {
 		s := os.Getenv(v.env)
 		if s == "" {
 			continue
@@ -76,6 +89,20 @@ func ConfigFromEnv() (Config, error) {
 			return cfg, fmt.Errorf("mpiexec: %s=%q is not a count from 0 to %d", v.env, s, 1<<20)
 		}
 		*v.dst = n
+	}
+	for _, v := range []struct {
+		env string
+		dst *time.Duration
+	}{{EnvSpin, &cfg.Spin}, {EnvMaxSleep, &cfg.MaxSleep}} {
+		s := os.Getenv(v.env)
+		if s == "" {
+			continue
+		}
+		d, err := time.ParseDuration(s)
+		if err != nil || d < 0 || d > time.Minute {
+			return cfg, fmt.Errorf("mpiexec: %s=%q is not a duration from 0 to 1m", v.env, s)
+		}
+		*v.dst = d
 	}
 	return cfg, nil
 }
@@ -119,7 +146,7 @@ func Run(ctx context.Context, cfg Config) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	ep, err := mpi.Start(ctx, mpi.Options{Logger: cfg.Logger})
+	ep, err := mpi.Start(ctx, mpi.Options{Logger: cfg.Logger, Spin: cfg.Spin, MaxIdleSleep: cfg.MaxSleep})
 	if err != nil {
 		return fmt.Errorf("mpiexec: start MPI: %w", err)
 	}
@@ -145,7 +172,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	go tr.pumpMPI(ctx, log)
 
-	rcfg := rankpool.Config{Slots: cfg.Slots, Prefetch: cfg.Prefetch}
+	rcfg := rankpool.Config{Slots: cfg.Slots, Prefetch: cfg.Prefetch, MaxPrefetch: cfg.MaxPrefetch}
 	rank := place.Rank
 	runner := func(ctx context.Context, t serialize.Task) serialize.Result {
 		return registry.Default.Run(ctx, t, rank)

@@ -2,24 +2,35 @@ package rankpool
 
 import (
 	"math"
+	"time"
 
 	"github.com/rankfarm/rankfarm/serialize"
 )
 
 // Defaults for Config's zero fields.
 const (
-	DefaultSlots    = 1
-	DefaultPrefetch = 2
-	DefaultMaxBatch = 4096
+	DefaultSlots       = 1
+	DefaultPrefetch    = 2
+	DefaultMaxPrefetch = 256
+	DefaultWindow      = 2 * time.Millisecond
+	DefaultMaxBatch    = 4096
 )
 
 // Config tunes the role state machines. Its zero value means the defaults.
 type Config struct {
 	// Slots is how many tasks a worker runs at once; default 1.
 	Slots int
-	// Prefetch is the credit per slot a worker announces: the tasks it may
-	// hold queued or running; default 2.
+	// Prefetch is the credit per slot a worker announces at first and keeps
+	// at least: the tasks it may hold queued or running; default 2.
 	Prefetch int
+	// MaxPrefetch bounds the credit per slot a worker grows to when its
+	// tasks are short (adaptive prefetch, see Worker); default 256, and
+	// never below Prefetch. MaxPrefetch equal to Prefetch turns the
+	// adaptation off.
+	MaxPrefetch int
+	// Window is how much work, in task run time, a worker tries to keep
+	// queued per slot, so a slot never waits for a refill; default 2 ms.
+	Window time.Duration
 	// MaxBatch is the most tasks or results in one message; default 4096.
 	MaxBatch int
 }
@@ -31,6 +42,13 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Prefetch <= 0 {
 		c.Prefetch = DefaultPrefetch
+	}
+	if c.MaxPrefetch <= 0 {
+		c.MaxPrefetch = DefaultMaxPrefetch
+	}
+	c.MaxPrefetch = max(c.MaxPrefetch, c.Prefetch)
+	if c.Window <= 0 {
+		c.Window = DefaultWindow
 	}
 	if c.MaxBatch <= 0 {
 		c.MaxBatch = DefaultMaxBatch

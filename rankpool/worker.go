@@ -9,6 +9,13 @@ import (
 // Next as slots free up, and returns each result with one credit. Its state
 // is its queue, bounded by the credit it granted. A Worker is not safe for
 // concurrent use.
+//
+// Prefetch adapts to the tasks' run time (Result.Start and End): a worker
+// keeps about Config.Window of work queued per slot, between Prefetch and
+// MaxPrefetch tasks. Tasks of a second keep the credit at Prefetch, so work
+// spreads evenly; no-op tasks raise it to MaxPrefetch, so a message carries
+// hundreds of tasks instead of two. Growth is granted at once with the next
+// result; shrinking withholds one returning credit per finished task.
 type Worker struct {
 	place Place
 	cfg   Config
@@ -16,6 +23,9 @@ type Worker struct {
 	queue   taskQueue
 	running int
 	ledger  ledger
+
+	capacity int   // credit granted in all: tasks held, running or on their way
+	avgRunNs int64 // moving average of the tasks' run time, 0 until one is known
 
 	results   []serialize.Result // results to send at the next Ready
 	lastBatch int                // results the last Ready sent
@@ -26,9 +36,9 @@ type Worker struct {
 // NewWorker returns the state machine of a worker at p.
 func NewWorker(p Place, cfg Config) *Worker {
 	cfg = cfg.withDefaults()
-	w := &Worker{place: p, cfg: cfg}
-	w.queue.grow(cfg.Slots * cfg.Prefetch)
-	w.ledger.grant(cfg.Slots * cfg.Prefetch)
+	w := &Worker{place: p, cfg: cfg, capacity: cfg.Slots * cfg.Prefetch}
+	w.queue.grow(w.capacity)
+	w.ledger.grant(w.capacity)
 	return w
 }
 
@@ -81,8 +91,45 @@ func (w *Worker) Finished(r serialize.Result) {
 		w.results = make([]serialize.Result, 0, max(w.lastBatch, 1))
 	}
 	w.results = append(w.results, r)
-	w.ledger.grant(1)
+	w.observe(r)
+	switch target := w.target(); {
+	case w.capacity < target:
+		w.ledger.grant(1 + target - w.capacity)
+		w.capacity = target
+	case w.capacity > target:
+		w.capacity-- // keep the returning credit: the worker holds too much
+	default:
+		w.ledger.grant(1)
+	}
 }
+
+// observe folds a result's run time into the moving average (weight 1/8).
+func (w *Worker) observe(r serialize.Result) {
+	if r.Start == 0 || r.End < r.Start {
+		return // no times: nothing learnt
+	}
+	d := r.End - r.Start
+	if w.avgRunNs == 0 {
+		w.avgRunNs = max(d, 1)
+		return
+	}
+	w.avgRunNs = max(w.avgRunNs+(d-w.avgRunNs)/8, 1)
+}
+
+// target is the credit the worker wants in all: per slot, Prefetch plus the
+// tasks that fill Window, at most MaxPrefetch.
+func (w *Worker) target() int {
+	per := w.cfg.Prefetch
+	if w.avgRunNs > 0 && w.cfg.MaxPrefetch > per {
+		fill := int64(w.cfg.Window) / w.avgRunNs
+		per = int(min(int64(per)+fill, int64(w.cfg.MaxPrefetch)))
+	}
+	return per * w.cfg.Slots
+}
+
+// Credit reports the credit the worker has granted in all: what it may hold
+// queued, running or on its way to it.
+func (w *Worker) Credit() int { return w.capacity }
 
 // Running reports how many tasks have started and not finished.
 func (w *Worker) Running() int { return w.running }

@@ -2,6 +2,7 @@ package rankpool
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -186,4 +187,72 @@ func TestTaskQueueWraps(t *testing.T) {
 		want++
 	}
 	require.Equal(t, next, want)
+}
+
+// creditIn sums the credit that out announces (Credit messages and the
+// credit of ResultBatches).
+func creditIn(out []Envelope) int {
+	n := 0
+	for _, e := range out {
+		switch m := e.Msg.(type) {
+		case *serialize.Credit:
+			n += int(m.N)
+		case *serialize.ResultBatch:
+			n += int(m.Credit)
+		}
+	}
+	return n
+}
+
+func TestWorkerAdaptivePrefetch(t *testing.T) {
+	const ms = int64(1e6)
+	tests := []struct {
+		name  string
+		cfg   Config
+		runNs []int64 // run times of successive batches of tasks
+		want  int     // credit in all after the last batch
+	}{
+		{"no times learnt", Config{}, []int64{0}, 2},
+		{"second-long tasks stay at prefetch", Config{}, []int64{1000 * ms}, 2},
+		{"no-op tasks grow to max", Config{}, []int64{1000}, 256},
+		{"max per slot", Config{Slots: 3, MaxPrefetch: 40}, []int64{1000}, 120},
+		{"window sized", Config{Window: 10 * time.Millisecond}, []int64{ms}, 12},
+		{"off when max equals prefetch", Config{Prefetch: 4, MaxPrefetch: 4}, []int64{1000}, 4},
+		{"shrinks when tasks get long", Config{}, []int64{1000, 1000 * ms}, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := NewWorker(workerAt(3, 0), tt.cfg)
+			announced := creditIn(w.Ready(nil))
+			id := uint64(0)
+			for _, run := range tt.runNs {
+				// Run several rounds: each fills the credit announced so far.
+				for range 40 {
+					n := announced - (w.Queued() + w.Running())
+					batch := &serialize.TaskBatch{}
+					for range n {
+						id++
+						batch.Tasks = append(batch.Tasks, serialize.Task{ID: id})
+					}
+					w.Step(Envelope{From: 0, To: 3, Msg: batch})
+					for {
+						task, ok := w.Next()
+						if !ok {
+							break
+						}
+						start := int64(1e18)
+						end := start + run
+						if run == 0 {
+							start, end = 0, 0
+						}
+						w.Finished(serialize.Result{ID: task.ID, Start: start, End: end})
+					}
+					got := creditIn(w.Ready(nil))
+					announced += got - n
+					require.Equal(t, w.Credit(), announced, "the credit announced is the credit granted")
+				}
+			}
+			assert.Equal(t, tt.want, w.Credit())
+		})
+	}
 }

@@ -29,17 +29,18 @@ Flags:
 	np := fs.Int("np", runtime.NumCPU(), "ranks in the block: rank 0 plus NP-1 workers")
 	tasks := fs.Int("tasks", 200000, "no-op tasks for the throughput run")
 	rounds := fs.Int("latency-rounds", 2000, "sequential single-task round trips for the latency run")
+	maxPrefetch := fs.Int("max-prefetch", 0, "most tasks a worker holds per slot when tasks are short (0 = the executor's default, 256)")
 	prefetch := fs.Int("prefetch", 0, "tasks a worker may hold per slot (0 = the executor's default)")
 	slots := fs.Int("slots", 0, "tasks each worker runs at once (0 = 1)")
 	jsonOut := fs.Bool("json", false, "print one JSON object instead of a table")
 	if err := parse(fs, args, stderr); err != nil {
 		return err
 	}
-	if *np < 1 || *tasks < 0 || *rounds < 0 || *prefetch < 0 || *slots < 0 {
+	if *np < 1 || *tasks < 0 || *rounds < 0 || *prefetch < 0 || *maxPrefetch < 0 || *slots < 0 {
 		fmt.Fprintln(stderr, "rankfarm bench: --np must be at least 1; counts must not be negative")
 		return errUsage
 	}
-	ex, err := frontend.Start(ctx, frontend.Options{NP: *np, Prefetch: *prefetch, Slots: *slots})
+	ex, err := frontend.Start(ctx, frontend.Options{NP: *np, Prefetch: *prefetch, MaxPrefetch: *maxPrefetch, Slots: *slots})
 	if err != nil {
 		return err
 	}

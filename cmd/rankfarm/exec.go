@@ -34,6 +34,7 @@ Flags (each defaults to the environment variable named):
 	fs.StringVar(&cfg.TokenFile, "token-file", cfg.TokenFile, "file holding the run's secret token, mode 0600 ($"+link.EnvTokenFile+")")
 	fs.StringVar(&cfg.Block, "block", cfg.Block, "this block's id, reported in the handshake ($"+link.EnvBlock+")")
 	fs.IntVar(&cfg.Slots, "slots", cfg.Slots, "tasks each worker runs at once; more than 1 suits I/O-bound apps (0 = 1) ($"+mpiexec.EnvSlots+")")
+	fs.IntVar(&cfg.MaxPrefetch, "max-prefetch", cfg.MaxPrefetch, "most tasks per slot a worker holds when tasks are short; adaptive prefetch grows from --prefetch up to it (0 = default 256) ($"+mpiexec.EnvMaxPrefetch+")")
 	fs.IntVar(&cfg.Prefetch, "prefetch", cfg.Prefetch, "tasks a worker may hold per slot, running or queued (0 = default) ($"+mpiexec.EnvPrefetch+")")
 	fs.IntVar(&cfg.Fanout, "fanout", cfg.Fanout, "most children of one rank in the tree (0 = default) ($"+mpiexec.EnvFanout+")")
 	fs.DurationVar(&cfg.PeerTimeout, "peer-timeout", 30*time.Second, "shut the block down when the front end has been silent this long")
@@ -44,8 +45,8 @@ Flags (each defaults to the environment variable named):
 	if err := os.Setenv(mpiexec.EnvLogLevel, *logLevel); err != nil {
 		return err
 	}
-	if cfg.Slots < 0 || cfg.Prefetch < 0 || cfg.Fanout < 0 || cfg.PeerTimeout <= 0 {
-		return fmt.Errorf("--slots, --prefetch and --fanout must not be negative, --peer-timeout must be positive")
+	if cfg.Slots < 0 || cfg.Prefetch < 0 || cfg.MaxPrefetch < 0 || cfg.Fanout < 0 || cfg.PeerTimeout <= 0 {
+		return fmt.Errorf("--slots, --prefetch, --max-prefetch and --fanout must not be negative, --peer-timeout must be positive")
 	}
 	cfg.Logger = mpiexec.LoggerFromEnv()
 	return mpiexec.Run(ctx, cfg)
