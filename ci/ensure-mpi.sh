@@ -5,11 +5,11 @@
 set -euo pipefail
 mpi=${MPI:-openmpi}
 case "$mpi" in
-  openmpi) pkgs="openmpi-bin libopenmpi-dev pkg-config"; pc=ompi; run=mpirun.openmpi ;;
-  mpich)   pkgs="mpich libmpich-dev pkg-config";         pc=mpich; run=mpirun.mpich ;;
+  openmpi) pkgs="openmpi-bin libopenmpi-dev pkg-config gcc libc6-dev"; pc=ompi; run=mpirun.openmpi ;;
+  mpich)   pkgs="mpich libmpich-dev pkg-config gcc libc6-dev"; pc=mpich; run=mpirun.mpich ;;
   *) echo "ensure-mpi: MPI must be openmpi or mpich, not '$mpi'" >&2; exit 2 ;;
 esac
-if command -v "$run" >/dev/null 2>&1 && pkg-config --exists "$pc" 2>/dev/null; then
+if command -v "$run" >/dev/null 2>&1 && command -v gcc >/dev/null 2>&1 && pkg-config --exists "$pc" 2>/dev/null; then
   exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
