@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"sync"
 	"syscall"
@@ -145,6 +146,13 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+
+	// The MPI progress loop keeps one locked thread, mostly asleep in a cgo
+	// ppoll that holds its P until sysmon takes it back: one more P lets the
+	// link, the role and the apps run meanwhile. Measured at np 2 on two
+	// cores, it cuts rank 0's TCP receive from ~200 µs to ~45 µs and the
+	// round trip from ~500 µs to ~300 µs.
+	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + 1)
 
 	ep, err := mpi.Start(ctx, mpi.Options{Logger: cfg.Logger, Spin: cfg.Spin, MaxIdleSleep: cfg.MaxSleep})
 	if err != nil {
