@@ -3,6 +3,7 @@ package frontend
 import (
 	"context"
 	"fmt"
+	"iter"
 
 	"github.com/rankfarm/rankfarm/internal/registry"
 	"github.com/rankfarm/rankfarm/serialize"
@@ -138,6 +139,54 @@ func (a *App3[A, B, C, R]) Call(ex *Executor, x Arg[A], y Arg[B], z Arg[C], opts
 	addArg(c, y)
 	addArg(c, z)
 	return &Future[R]{t: ex.submit(a.name, c, opts)}
+}
+
+// DefaultMapWindow is how many calls Map keeps in flight.
+const DefaultMapWindow = 1 << 16
+
+// Map calls the app once per value of in and yields the results in the
+// order of in, keeping at most DefaultMapWindow calls (and never more than
+// the executor's MaxPending) in flight: a stream of any length runs in
+// bounded memory. Each call fails or succeeds on its own; a failure is
+// yielded with its error and the stream goes on. When ctx ends, Map yields
+// ctx's error once and stops. Stopping the loop early abandons the calls in
+// flight: they still run, and nothing waits for them.
+func (a *App1[A, R]) Map(ctx context.Context, ex *Executor, in iter.Seq[A], opts ...CallOption) iter.Seq2[R, error] {
+	return func(yield func(R, error) bool) {
+		window := max(min(DefaultMapWindow, ex.maxPending), 1)
+		ring := make([]*Future[R], window)
+		head, n := 0, 0
+		next := func() bool { // yields the oldest result
+			f := ring[head]
+			ring[head] = nil
+			head = (head + 1) % window
+			n--
+			v, err := f.Get(ctx)
+			if err != nil && ctx.Err() != nil {
+				var zero R
+				yield(zero, ctx.Err())
+				return false
+			}
+			return yield(v, err)
+		}
+		for x := range in {
+			if ctx.Err() != nil {
+				var zero R
+				yield(zero, ctx.Err())
+				return
+			}
+			if n == window && !next() {
+				return
+			}
+			ring[(head+n)%window] = a.Call(ex, V(x), opts...)
+			n++
+		}
+		for n > 0 {
+			if !next() {
+				return
+			}
+		}
+	}
 }
 
 func addArg[T any](c *call, x Arg[T]) {

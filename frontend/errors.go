@@ -17,11 +17,12 @@ var (
 	ErrArgs       = errors.New("bad arguments")                     // the arguments did not fit the app's parameters
 	ErrLost       = errors.New("block lost")                        // the block running the task is gone
 	ErrClosed     = errors.New("frontend: the executor was closed") // the executor was closed before the task finished
+	ErrFull       = errors.New("frontend: too many pending tasks")  // a Call past Options.MaxPending with Options.FailFast
 )
 
 // TaskError is the error of a task that failed: it ran and failed, or could
 // not run. errors.Is matches it against ErrApp, ErrPanic, ErrWalltime,
-// ErrUnknownApp, ErrArgs, ErrLost (by Kind) and ErrClosed.
+// ErrUnknownApp, ErrArgs, ErrLost (by Kind), ErrClosed and ErrFull.
 type TaskError struct {
 	// ID and App name the task.
 	ID  uint64
@@ -39,6 +40,7 @@ type TaskError struct {
 	Attempts int
 
 	closed bool
+	full   bool
 }
 
 // Error implements error. It carries the remote message, not the stack.
@@ -93,6 +95,8 @@ func (e *TaskError) Is(target error) bool {
 		return e.Kind == serialize.ErrLost
 	case ErrClosed:
 		return e.closed
+	case ErrFull:
+		return e.full
 	}
 	return false
 }

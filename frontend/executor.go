@@ -15,10 +15,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rankfarm/rankfarm/internal/link"
@@ -40,6 +42,9 @@ const (
 const (
 	DefaultListenAddr   = "127.0.0.1:0"
 	DefaultStartTimeout = 60 * time.Second
+	// DefaultMaxPending is Options.MaxPending's default: about 1 GiB of
+	// pending tasks.
+	DefaultMaxPending = 4 << 20
 )
 
 // maxBatch is the most tasks in one TaskBatch.
@@ -89,6 +94,14 @@ type Options struct {
 	// launching one (tests, the in-process local mode). The Executor owns
 	// it and closes it on Close.
 	Conn link.Conn
+	// MaxPending bounds the tasks submitted and not yet resolved: past it a
+	// Call waits until one resolves (or the executor closes), so a workflow
+	// that submits without end runs in bounded memory (about 250 bytes per
+	// pending task). 0 means DefaultMaxPending.
+	MaxPending int
+	// FailFast makes a Call past MaxPending fail at once with an error that
+	// matches ErrFull instead of waiting.
+	FailFast bool
 	// Logger receives the executor's log lines; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -115,24 +128,54 @@ const (
 
 // task is the front end's record of one call.
 type task struct {
-	id       uint64
-	app      string
-	ex       *Executor
-	args     []byte // the msgpack argument array, once built
+	id  uint64
+	app string
+	ex  *Executor
+	// data is the msgpack argument array once built, then, once the task
+	// has settled, its msgpack result (nil on failure).
+	data     []byte
 	parts    []part // arguments still to splice, until args is built
-	pending  int    // unresolved dependencies
-	attempt  uint32
-	retries  int
 	walltime int64
+	pending  int32 // unresolved dependencies
+	attempt  uint32
+	retries  int32
 	state    taskState
+	// resolved is set, after the outcome is written, when the task settles:
+	// a Future reads the outcome without the executor's lock once it is.
+	resolved atomic.Bool
 
 	dependants []*task
 	prev, next *task // in the executor's list of unresolved tasks
 
-	// The outcome, written before done is closed.
-	value []byte
-	err   error
-	done  chan struct{}
+	// The error, written with data before resolved is set.
+	err error
+	// done is made on demand (most futures are never selected on) and
+	// closed when the task settles. Guarded by the executor's mu.
+	done chan struct{}
+}
+
+// closedChan is the Done channel of a task that had settled before anyone
+// asked for one.
+var closedChan = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
+
+// doneChan returns a channel that is closed when t settles.
+func (e *Executor) doneChan(t *task) <-chan struct{} {
+	if t.resolved.Load() {
+		return closedChan
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if t.state == stateDone {
+		return closedChan
+	}
+	if t.done == nil {
+		t.done = make(chan struct{})
+	}
+	return t.done
 }
 
 // block is the front end's state of one block (one link).
@@ -162,15 +205,21 @@ type Executor struct {
 	dispatchDone chan struct{}
 
 	mu         sync.Mutex
+	room       sync.Cond // signalled when a task settles below maxPending
 	nextID     uint64
-	closing    bool
-	broken     error // set when no block is left
-	ready      []*task
-	readyHead  int
-	unresolved task // sentinel of a ring of unresolved tasks
-	stats      Stats
-	scratch    []*task
-	block      *block
+	live       int // tasks submitted and not settled
+	maxPending int
+	failFast   bool
+	// roomWaiters counts the calls waiting in waitForRoom.
+	roomWaiters int
+	closing     bool
+	broken      error // set when no block is left
+	ready       []*task
+	readyHead   int
+	unresolved  task // sentinel of a ring of unresolved tasks
+	stats       Stats
+	scratch     []*task
+	block       *block
 
 	// What Start launched; nil with Options.Conn.
 	listener  *link.Listener
@@ -217,6 +266,12 @@ func newExecutor(opt Options, log *slog.Logger) *Executor {
 		dispatchDone: make(chan struct{}),
 	}
 	e.unresolved.prev, e.unresolved.next = &e.unresolved, &e.unresolved
+	e.room.L = &e.mu
+	e.maxPending = opt.MaxPending
+	if e.maxPending <= 0 {
+		e.maxPending = DefaultMaxPending
+	}
+	e.failFast = opt.FailFast
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	return e
 }
@@ -358,9 +413,9 @@ func (e *Executor) submit(app string, c *call, opts []CallOption) *task {
 			opt(&o)
 		}
 	}
-	t := &task{app: app, ex: e, retries: e.retries, walltime: int64(e.walltime), done: make(chan struct{})}
+	t := &task{app: app, ex: e, retries: int32(e.retries), walltime: int64(e.walltime)}
 	if o.retriesSet {
-		t.retries = o.retries
+		t.retries = int32(min(o.retries, math.MaxInt32))
 	}
 	if o.wallSet {
 		t.walltime = int64(o.walltime)
@@ -386,17 +441,21 @@ func (e *Executor) submit(app string, c *call, opts []CallOption) *task {
 				t.parts[i] = p
 			}
 		} else {
-			t.args = args
+			t.data = args
 		}
 	}
 	c.release()
 
 	e.mu.Lock()
+	full := e.waitForRoom()
 	e.nextID++
 	t.id = e.nextID
 	e.stats.Submitted++
+	e.live++
 	e.link(t)
 	switch {
+	case full:
+		e.settle(t, nil, &TaskError{ID: t.id, App: app, Kind: serialize.ErrLost, Msg: fmt.Sprintf("%d tasks are pending already (Options.MaxPending) and the executor fails fast", e.maxPending), Rank: -1, full: true})
 	case e.closing:
 		e.settle(t, nil, &TaskError{ID: t.id, App: app, Kind: serialize.ErrLost, Msg: "submitted after Close", Rank: -1, Attempts: 0, closed: true})
 	case c.err != nil:
@@ -480,11 +539,11 @@ func (e *Executor) buildArgs(t *task) {
 		case p.value:
 			size += len(p.raw)
 		case p.dep != nil:
-			size += len(p.dep.value)
+			size += len(p.dep.data)
 		case p.isAll:
 			size += 5
 			for _, d := range p.all {
-				size += len(d.value)
+				size += len(d.data)
 			}
 		}
 	}
@@ -496,15 +555,15 @@ func (e *Executor) buildArgs(t *task) {
 		case p.value:
 			b = append(b, p.raw...)
 		case p.dep != nil:
-			b = append(b, p.dep.value...)
+			b = append(b, p.dep.data...)
 		case p.isAll:
 			b = appendArrayHeader(b, len(p.all))
 			for _, d := range p.all {
-				b = append(b, d.value...)
+				b = append(b, d.data...)
 			}
 		}
 	}
-	t.args, t.parts = b, nil
+	t.data, t.parts = b, nil
 }
 
 // link adds t to the ring of unresolved tasks.
@@ -513,6 +572,21 @@ func (e *Executor) link(t *task) {
 	t.prev, t.next = h.prev, h
 	h.prev.next = t
 	h.prev = t
+}
+
+// waitForRoom waits, with e.mu held, until fewer than MaxPending tasks are
+// unresolved, the executor closes or loses its block. With FailFast it
+// reports at once whether the bound is reached instead.
+func (e *Executor) waitForRoom() (full bool) {
+	for e.live >= e.maxPending && !e.closing && e.broken == nil {
+		if e.failFast {
+			return true
+		}
+		e.roomWaiters++
+		e.room.Wait()
+		e.roomWaiters--
+	}
+	return false
 }
 
 // pushReady queues t, whose dependencies all succeeded, or fails it at once
@@ -542,8 +616,8 @@ func (e *Executor) settle(t *task, value []byte, err error) {
 		e.stats.InFlight--
 	}
 	t.state = stateDone
-	t.value, t.err = value, err
-	t.args, t.parts = nil, nil
+	t.data, t.err = value, err
+	t.parts = nil
 	t.prev.next, t.next.prev = t.next, t.prev
 	t.prev, t.next = nil, nil
 	if err != nil {
@@ -551,7 +625,14 @@ func (e *Executor) settle(t *task, value []byte, err error) {
 	} else {
 		e.stats.Done++
 	}
-	close(t.done)
+	e.live--
+	if e.roomWaiters > 0 && e.live < e.maxPending {
+		e.room.Signal()
+	}
+	t.resolved.Store(true)
+	if t.done != nil {
+		close(t.done)
+	}
 }
 
 // resolve settles t and releases its dependants: they run once their last
@@ -634,7 +715,7 @@ func (e *Executor) sendBatch(b *block) bool {
 		e.stats.Queued--
 		e.stats.InFlight++
 		b.inflight[t.id] = t
-		tasks = append(tasks, serialize.Task{ID: t.id, App: t.app, Args: t.args, Attempt: t.attempt, Walltime: t.walltime})
+		tasks = append(tasks, serialize.Task{ID: t.id, App: t.app, Args: t.data, Attempt: t.attempt, Walltime: t.walltime})
 	}
 	if e.readyHead == len(e.ready) {
 		e.ready, e.readyHead = e.ready[:0], 0
@@ -719,7 +800,7 @@ func (e *Executor) onResults(b *block, rb *serialize.ResultBatch) {
 			e.resolve(t, nil, &TaskError{ID: t.id, App: t.app, Kind: serialize.ErrLost, Msg: "the executor was closed before the task finished (the worker said: " + r.Msg + ")", Rank: int(r.Rank), Attempts: int(t.attempt) + 1, closed: true})
 			continue
 		}
-		if retryable(r.Err) && int(t.attempt) < t.retries {
+		if retryable(r.Err) && int64(t.attempt) < int64(t.retries) {
 			t.attempt++
 			e.stats.InFlight--
 			e.stats.Retried++
@@ -751,6 +832,7 @@ func (e *Executor) blockLost(b *block, cause error) {
 		e.resolve(t, nil, &TaskError{ID: t.id, App: t.app, Kind: serialize.ErrLost, Msg: msg, Rank: -1, Attempts: int(t.attempt) + 1})
 	}
 	e.broken = errors.New("no block to run on: " + msg)
+	e.room.Broadcast()
 	ready := e.ready[e.readyHead:]
 	e.ready, e.readyHead = nil, 0
 	for _, t := range ready {
@@ -783,6 +865,7 @@ func (e *Executor) close() error {
 	e.mu.Lock()
 	e.closing = true
 	lost := b.lost
+	e.room.Broadcast()
 	e.mu.Unlock()
 	var errs []error
 	if !lost {

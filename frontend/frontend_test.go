@@ -545,3 +545,90 @@ func FuzzDecodeArgs(f *testing.F) {
 		}
 	})
 }
+
+func TestMapStreamsInOrder(t *testing.T) {
+	ex, _ := newTestExecutor(t, 2, 64, Options{MaxPending: 1000}, nil)
+	ctx := ctxFor(t, time.Minute)
+	const n = 50000
+	seq := func(yield func(int64) bool) {
+		for i := range int64(n) {
+			if !yield(i) {
+				return
+			}
+			if p := ex.Stats(); p.Submitted-p.Done-p.Failed > 1000 {
+				panic(fmt.Sprintf("%d tasks pending, bound 1000", p.Submitted-p.Done-p.Failed))
+			}
+		}
+	}
+	want := int64(0)
+	for v, err := range inc.Map(ctx, ex, seq) {
+		require.NoError(t, err)
+		want++
+		require.Equal(t, want, v, "results come in order")
+	}
+	assert.Equal(t, int64(n), want)
+
+	// Errors are yielded in place and the stream goes on.
+	var errs, oks int
+	for _, err := range fail.Map(ctx, ex, func(yield func(string) bool) {
+		for range 10 {
+			if !yield("m") {
+				return
+			}
+		}
+	}) {
+		if err != nil {
+			errs++
+			assert.ErrorIs(t, err, ErrApp)
+		} else {
+			oks++
+		}
+	}
+	assert.Equal(t, 10, errs)
+	assert.Zero(t, oks)
+
+	// Breaking out early stops the stream.
+	count := 0
+	for range inc.Map(ctx, ex, seq) {
+		if count++; count == 5 {
+			break
+		}
+	}
+	assert.Equal(t, 5, count)
+
+	// A cancelled context ends the stream with its error.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	var last error
+	for _, err := range inc.Map(cctx, ex, seq) {
+		last = err
+	}
+	assert.ErrorIs(t, last, context.Canceled)
+}
+
+func TestMaxPendingBlocksAndFailsFast(t *testing.T) {
+	// A block that grants no credit: every task stays pending.
+	ex, _ := newTestExecutor(t, 1, 0, Options{MaxPending: 10}, nil)
+	for range 10 {
+		inc.Call(ex, V(int64(1)))
+	}
+	blocked := make(chan *Future[int64])
+	go func() { blocked <- inc.Call(ex, V(int64(2))) }()
+	select {
+	case <-blocked:
+		t.Fatal("a Call past MaxPending returned instead of waiting")
+	case <-time.After(100 * time.Millisecond):
+	}
+	require.NoError(t, ex.Close())
+	f := <-blocked
+	_, err := f.Get(ctxFor(t, time.Minute))
+	assert.ErrorIs(t, err, ErrClosed, "Close releases a waiting Call")
+
+	fast, _ := newTestExecutor(t, 1, 0, Options{MaxPending: 3, FailFast: true}, nil)
+	for range 3 {
+		inc.Call(fast, V(int64(1)))
+	}
+	_, err = inc.Call(fast, V(int64(1))).Get(ctxFor(t, time.Minute))
+	assert.ErrorIs(t, err, ErrFull)
+	assert.Contains(t, err.Error(), "MaxPending")
+}

@@ -26,11 +26,9 @@ type Future[T any] struct {
 // its error (a *TaskError or a *DependencyError). The value is decoded once;
 // later calls return the same.
 func (f *Future[T]) Get(ctx context.Context) (T, error) {
-	select {
-	case <-f.t.done:
-	default:
+	if !f.t.resolved.Load() {
 		select {
-		case <-f.t.done:
+		case <-f.t.ex.doneChan(f.t):
 		case <-ctx.Done():
 			var zero T
 			return zero, ctx.Err()
@@ -45,9 +43,9 @@ func (f *Future[T]) decode() {
 		f.err = f.t.err
 		return
 	}
-	err := registry.Validate(f.t.value)
+	err := registry.Validate(f.t.data)
 	if err == nil {
-		err = msgpack.Unmarshal(f.t.value, &f.v)
+		err = msgpack.Unmarshal(f.t.data, &f.v)
 	}
 	if err != nil {
 		f.err = &TaskError{ID: f.t.id, App: f.t.app, Kind: errKindDecode, Msg: fmt.Sprintf("the result does not decode into %T: %v", f.v, err), Rank: -1, Attempts: int(f.t.attempt) + 1}
@@ -55,7 +53,7 @@ func (f *Future[T]) decode() {
 }
 
 // Done is closed when the task has resolved.
-func (f *Future[T]) Done() <-chan struct{} { return f.t.done }
+func (f *Future[T]) Done() <-chan struct{} { return f.t.ex.doneChan(f.t) }
 
 // ID returns the task's id, unique in its executor.
 func (f *Future[T]) ID() uint64 { return f.t.id }
