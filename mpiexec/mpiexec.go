@@ -20,6 +20,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -186,6 +187,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return registry.Default.Run(ctx, t, rank)
 	}
 	runErr := rankpool.Run(ctx, place, tr, runner, rcfg)
+	tr.finished.Store(true) // the link's end from here on is expected
 	if runErr != nil && !errors.Is(runErr, context.Canceled) {
 		log.Error("rank stopped with an error; aborting the block", "err", runErr)
 		ep.Abort(4)
@@ -240,6 +242,7 @@ type transport struct {
 	rank     int
 	upstream link.Conn
 	inbox    chan rankpool.Envelope
+	finished atomic.Bool // the role has returned: the block is shutting down
 
 	mu    sync.Mutex // guards codec on the send side
 	codec *serialize.Codec
@@ -317,7 +320,7 @@ func (t *transport) pumpUpstream(ctx context.Context, conn link.Conn, log *slog.
 	for {
 		m, err := conn.Recv(ctx)
 		if err != nil {
-			if ctx.Err() == nil {
+			if ctx.Err() == nil && !t.finished.Load() {
 				log.Warn("front end link ended; shutting the block down", "err", err)
 				t.deliver(ctx, rankpool.Envelope{From: rankpool.Upstream, To: 0, Msg: &serialize.Shutdown{Reason: "front end gone: " + err.Error()}})
 			}

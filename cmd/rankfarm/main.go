@@ -52,7 +52,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var err error
 	switch args[0] {
 	case "exec":
-		err = cmdExec(ctx, args[1:], stderr)
+		// A rank handles SIGTERM and SIGINT itself (rank 0 shuts the whole
+		// block down in order): a context cancelled by the signal would
+		// race that shutdown.
+		stop()
+		err = cmdExec(context.Background(), args[1:], stderr)
 	case "bench":
 		err = cmdBench(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
