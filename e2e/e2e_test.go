@@ -253,3 +253,31 @@ func TestSignalLeavesNoProcess(t *testing.T) {
 }
 
 var _ = errors.New
+
+// TestBigValues sends results that no batch may hold together and one that
+// no message may hold at all: the batches split by bytes, the oversized
+// result fails its task alone, and the block goes on.
+func TestBigValues(t *testing.T) {
+	ctx := testCtx(t, 2*time.Minute)
+	const mib = 1 << 20
+	var fs []*frontend.Future[[]byte]
+	for range 12 {
+		fs = append(fs, blob.Call(shared, frontend.V(6*mib)))
+	}
+	for _, f := range fs {
+		v, err := f.Get(ctx)
+		require.NoError(t, err)
+		assert.Len(t, v, 6*mib)
+	}
+	_, err := blob.Call(shared, frontend.V(20*mib)).Get(ctx)
+	require.ErrorIs(t, err, frontend.ErrApp)
+	assert.Contains(t, err.Error(), "more than")
+
+	big := make([]byte, 20*mib)
+	_, err = frontend.EchoApp[[]byte]().Call(shared, frontend.V(big)).Get(ctx)
+	require.ErrorIs(t, err, frontend.ErrArgs)
+
+	v, err := inc.Call(shared, frontend.V(int64(1))).Get(ctx)
+	require.NoError(t, err, "the block still serves")
+	assert.Equal(t, int64(2), v)
+}

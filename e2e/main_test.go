@@ -49,6 +49,15 @@ var (
 	})
 	// missing is declared but registered nowhere: the executor must say so.
 	missing = frontend.Declare1[int64, int64]("e2e.no-such-app")
+	// blob returns n bytes of a repeated byte (incompressible enough not
+	// to matter: the limits are on the encoded sizes).
+	blob = frontend.NewApp1("e2e.blob", func(_ context.Context, n int) ([]byte, error) {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(i * 7919 >> 3)
+		}
+		return b, nil
+	})
 )
 
 // shared is one executor (np 4, oversubscribed) that most tests use.

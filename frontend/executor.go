@@ -24,7 +24,9 @@ import (
 	"time"
 
 	"github.com/rankfarm/rankfarm/internal/link"
+	"github.com/rankfarm/rankfarm/internal/registry"
 	"github.com/rankfarm/rankfarm/launch"
+	"github.com/rankfarm/rankfarm/rankpool"
 	"github.com/rankfarm/rankfarm/serialize"
 )
 
@@ -47,8 +49,12 @@ const (
 	DefaultMaxPending = 4 << 20
 )
 
-// maxBatch is the most tasks in one TaskBatch.
-const maxBatch = 4096
+// maxBatch is the most tasks in one TaskBatch, and maxBatchBytes about the
+// most bytes (a bigger single task travels alone).
+const (
+	maxBatch      = 4096
+	maxBatchBytes = rankpool.DefaultMaxBatchBytes
+)
 
 // shutdownTimeout bounds Close's wait for the block's acknowledgement, and
 // stopGrace the launcher's time between SIGTERM and SIGKILL.
@@ -460,6 +466,8 @@ func (e *Executor) submit(app string, c *call, opts []CallOption) *task {
 		e.settle(t, nil, &TaskError{ID: t.id, App: app, Kind: serialize.ErrLost, Msg: "submitted after Close", Rank: -1, Attempts: 0, closed: true})
 	case c.err != nil:
 		e.settle(t, nil, &TaskError{ID: t.id, App: app, Kind: serialize.ErrArgs, Msg: c.err.Error(), Rank: -1})
+	case len(args) > registry.MaxValue:
+		e.settle(t, nil, &TaskError{ID: t.id, App: app, Kind: serialize.ErrArgs, Msg: fmt.Sprintf("the arguments are %d bytes, more than the %d a task may take: pass big inputs as files", len(args), registry.MaxValue), Rank: -1})
 	default:
 		e.addDeps(t, c, o.after)
 	}
@@ -593,6 +601,10 @@ func (e *Executor) waitForRoom() (full bool) {
 // when no block is left to run it; it reports whether t was queued. Called
 // with e.mu held.
 func (e *Executor) pushReady(t *task) bool {
+	if len(t.data) > registry.MaxValue { // dependencies' values spliced in
+		e.settle(t, nil, &TaskError{ID: t.id, App: t.app, Kind: serialize.ErrArgs, Msg: fmt.Sprintf("the arguments are %d bytes with the dependencies' values, more than the %d a task may take: pass big inputs as files", len(t.data), registry.MaxValue), Rank: -1})
+		return false
+	}
 	if e.broken != nil {
 		e.settle(t, nil, &TaskError{ID: t.id, App: t.app, Kind: serialize.ErrLost, Msg: e.broken.Error(), Rank: -1, Attempts: int(t.attempt)})
 		return false
@@ -704,7 +716,8 @@ func (e *Executor) sendBatch(b *block) bool {
 		return false
 	}
 	tasks := make([]serialize.Task, 0, n)
-	for int64(len(tasks)) < n && e.readyHead < len(e.ready) {
+	size := 0
+	for int64(len(tasks)) < n && e.readyHead < len(e.ready) && (size < maxBatchBytes || len(tasks) == 0) {
 		t := e.ready[e.readyHead]
 		e.ready[e.readyHead] = nil
 		e.readyHead++
@@ -716,6 +729,7 @@ func (e *Executor) sendBatch(b *block) bool {
 		e.stats.InFlight++
 		b.inflight[t.id] = t
 		tasks = append(tasks, serialize.Task{ID: t.id, App: t.app, Args: t.data, Attempt: t.attempt, Walltime: t.walltime})
+		size += rankpool.TaskSize(&tasks[len(tasks)-1])
 	}
 	if e.readyHead == len(e.ready) {
 		e.ready, e.readyHead = e.ready[:0], 0

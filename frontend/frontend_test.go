@@ -632,3 +632,15 @@ func TestMaxPendingBlocksAndFailsFast(t *testing.T) {
 	assert.ErrorIs(t, err, ErrFull)
 	assert.Contains(t, err.Error(), "MaxPending")
 }
+
+func TestOversizedArguments(t *testing.T) {
+	ex, _ := newTestExecutor(t, 1, 8, Options{}, nil)
+	ctx := ctxFor(t, time.Minute)
+	big := make([]byte, registry.MaxValue+1)
+	_, err := EchoApp[[]byte]().Call(ex, V(big)).Get(ctx)
+	require.ErrorIs(t, err, ErrArgs)
+	assert.Contains(t, err.Error(), "pass big inputs as files")
+	v, err := inc.Call(ex, V(int64(1))).Get(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, int64(2), v)
+}

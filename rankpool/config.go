@@ -14,6 +14,9 @@ const (
 	DefaultMaxPrefetch = 256
 	DefaultWindow      = 2 * time.Millisecond
 	DefaultMaxBatch    = 4096
+	// DefaultMaxBatchBytes bounds the bytes of arguments or results in one
+	// message, well below the wire's frame limit.
+	DefaultMaxBatchBytes = 4 << 20
 )
 
 // Config tunes the role state machines. Its zero value means the defaults.
@@ -33,6 +36,9 @@ type Config struct {
 	Window time.Duration
 	// MaxBatch is the most tasks or results in one message; default 4096.
 	MaxBatch int
+	// MaxBatchBytes bounds the size of the tasks or results in one message
+	// (a single one bigger than it travels alone); default 4 MiB.
+	MaxBatchBytes int
 }
 
 // withDefaults returns c with every non-positive field set to its default.
@@ -49,6 +55,9 @@ func (c Config) withDefaults() Config {
 	c.MaxPrefetch = max(c.MaxPrefetch, c.Prefetch)
 	if c.Window <= 0 {
 		c.Window = DefaultWindow
+	}
+	if c.MaxBatchBytes <= 0 {
+		c.MaxBatchBytes = DefaultMaxBatchBytes
 	}
 	if c.MaxBatch <= 0 {
 		c.MaxBatch = DefaultMaxBatch
@@ -92,9 +101,17 @@ func (l *ledger) take(n int) { l.avail -= n }
 // credit spread so that each carries one per result (the last takes the
 // rest), then plain Credit messages for credit left over. reuse, when not nil,
 // is an owned ResultBatch to fill instead of allocating the first message.
-func appendUp(out []Envelope, from, to int, res []serialize.Result, credit uint64, maxBatch int, reuse *serialize.ResultBatch) []Envelope {
+func appendUp(out []Envelope, from, to int, res []serialize.Result, credit uint64, maxBatch, maxBytes int, reuse *serialize.ResultBatch) []Envelope {
 	for len(res) > 0 {
 		k := min(len(res), maxBatch)
+		size := 0
+		for i := range k {
+			size += resultSize(&res[i])
+			if size > maxBytes && i > 0 {
+				k = i
+				break
+			}
+		}
 		chunk := res[:k:k]
 		res = res[k:]
 		c := min(credit, uint64(k))
@@ -121,11 +138,25 @@ func appendUp(out []Envelope, from, to int, res []serialize.Result, credit uint6
 
 // appendTasks appends the messages that carry tasks from rank from to rank
 // to, at most maxBatch per message.
-func appendTasks(out []Envelope, from, to int, tasks []serialize.Task, maxBatch int) []Envelope {
+func appendTasks(out []Envelope, from, to int, tasks []serialize.Task, maxBatch, maxBytes int) []Envelope {
 	for len(tasks) > 0 {
 		k := min(len(tasks), maxBatch)
+		size := 0
+		for i := range k {
+			size += TaskSize(&tasks[i])
+			if size > maxBytes && i > 0 {
+				k = i
+				break
+			}
+		}
 		out = append(out, Envelope{From: from, To: to, Msg: &serialize.TaskBatch{Tasks: tasks[:k:k]}})
 		tasks = tasks[k:]
 	}
 	return out
 }
+
+// TaskSize estimates a task's encoded size in bytes, for bounding batches.
+func TaskSize(t *serialize.Task) int { return len(t.Args) + len(t.App) + 32 }
+
+// resultSize estimates a result's encoded size in bytes.
+func resultSize(r *serialize.Result) int { return len(r.Value) + len(r.Msg) + len(r.Stack) + 48 }

@@ -25,6 +25,10 @@ type Relay struct {
 	acked  []bool             // the child acknowledged Shutdown
 	cnt    []int32            // scratch for dispatch
 
+	inRing []bool   // the child has an entry in the ring
+	stamp  []uint64 // when the child last sent credit or results
+	clock  uint64   // counts the children's messages, for stamp
+
 	ring    []int32 // children with credit, in round-robin order
 	head    int     // index of the ring's first entry
 	ringLen int     // entries in the ring
@@ -54,6 +58,8 @@ func NewRelay(p Place, cfg Config) *Relay {
 		acked:  make([]bool, n),
 		cnt:    make([]int32, n),
 		ring:   make([]int32, n),
+		inRing: make([]bool, n),
+		stamp:  make([]uint64, n),
 	}
 }
 
@@ -106,6 +112,8 @@ func (r *Relay) stepParent(m serialize.Message) {
 }
 
 func (r *Relay) stepChild(c int, m serialize.Message) {
+	r.clock++
+	r.stamp[c] = r.clock
 	switch m := m.(type) {
 	case *serialize.Credit:
 		r.addCredit(c, int(m.N))
@@ -145,7 +153,7 @@ func (r *Relay) addCredit(c, n int) {
 	if n <= 0 || r.acked[c] {
 		return
 	}
-	if r.credit[c] == 0 {
+	if !r.inRing[c] {
 		r.pushRing(int32(c))
 	}
 	r.credit[c] += n
@@ -155,6 +163,7 @@ func (r *Relay) addCredit(c, n int) {
 func (r *Relay) pushRing(c int32) {
 	r.ring[(r.head+r.ringLen)%len(r.ring)] = c
 	r.ringLen++
+	r.inRing[c] = true
 }
 
 // popRing returns the next child with credit, or -1.
@@ -163,6 +172,7 @@ func (r *Relay) popRing() int32 {
 		c := r.ring[r.head]
 		r.head = (r.head + 1) % len(r.ring)
 		r.ringLen--
+		r.inRing[c] = false
 		if r.credit[c] > 0 {
 			return c
 		}
@@ -173,11 +183,23 @@ func (r *Relay) popRing() int32 {
 // dispatch hands tasks to the children with credit, one to each in turn, and
 // returns the tasks no child has credit for. Every child gets one contiguous
 // run of tasks, so the tasks are not copied.
+//
+// A trickle of tasks, fewer than the children with credit, goes instead to
+// the children with the most credit left (the idlest), and among those to
+// the one heard from last: it is awake, polling at its shortest interval,
+// while the others may sleep. Single tasks in a row then meet a warm worker
+// rather than each worker in turn, which costs a wake-up per task.
 func (r *Relay) dispatch(tasks []serialize.Task) []serialize.Task {
 	touched := r.touched[:0]
 	given := 0
+	trickle := len(tasks) < r.ringLen
 	for given < len(tasks) {
-		c := r.popRing()
+		var c int32
+		if trickle {
+			c = r.idlest()
+		} else {
+			c = r.popRing()
+		}
 		if c < 0 {
 			break
 		}
@@ -187,7 +209,7 @@ func (r *Relay) dispatch(tasks []serialize.Task) []serialize.Task {
 		r.cnt[c]++
 		r.credit[c]--
 		given++
-		if r.credit[c] > 0 {
+		if !trickle && r.credit[c] > 0 {
 			r.pushRing(c)
 		}
 	}
@@ -208,6 +230,23 @@ func (r *Relay) dispatch(tasks []serialize.Task) []serialize.Task {
 	return tasks[given:]
 }
 
+// idlest returns the child with the most credit, the last heard from among
+// equals, or -1 when none has credit. It costs O(children) and leaves the
+// ring alone: a child whose credit it spends to zero keeps a stale entry,
+// which popRing skips.
+func (r *Relay) idlest() int32 {
+	best := int32(-1)
+	for c, cr := range r.credit {
+		if cr <= 0 {
+			continue
+		}
+		if best < 0 || cr > r.credit[best] || (cr == r.credit[best] && r.stamp[c] > r.stamp[best]) {
+			best = int32(c)
+		}
+	}
+	return best
+}
+
 // Ready appends everything to send now to out and forgets it: tasks for the
 // children, Shutdown for the children, results and credit for the parent,
 // and, once every child has acknowledged Shutdown, the relay's own
@@ -224,7 +263,7 @@ func (r *Relay) Ready(out []Envelope) []Envelope {
 	}
 	me := r.place.Rank
 	for _, c := range r.dirty {
-		out = appendTasks(out, me, r.place.Children[c], r.outbuf[c], r.cfg.MaxBatch)
+		out = appendTasks(out, me, r.place.Children[c], r.outbuf[c], r.cfg.MaxBatch, r.cfg.MaxBatchBytes)
 		r.outbuf[c] = nil
 	}
 	r.dirty = r.dirty[:0]
@@ -238,7 +277,7 @@ func (r *Relay) Ready(out []Envelope) []Envelope {
 		}
 	}
 
-	out = appendUp(out, me, r.place.Parent, r.results, r.ledger.up, r.cfg.MaxBatch, r.resMsg)
+	out = appendUp(out, me, r.place.Parent, r.results, r.ledger.up, r.cfg.MaxBatch, r.cfg.MaxBatchBytes, r.resMsg)
 	if len(r.results) > 0 {
 		r.lastBatch = len(r.results)
 	}

@@ -410,3 +410,33 @@ func relayProperty(t *testing.T, seed uint64) {
 		require.LessOrEqual(t, parentCredit, sum, "seed %d", seed)
 	}
 }
+
+func TestRelayTrickleGoesToTheWarmIdlestChild(t *testing.T) {
+	r := NewRelay(scheduler(1, 2, 3), Config{})
+	for _, c := range []int{1, 2, 3} {
+		r.Step(credit(c, 0, 4))
+	}
+	r.Ready(nil)
+	// Child 2 was heard from last: single tasks go to it, one at a time,
+	// as long as it has as much credit left as any.
+	r.Step(credit(2, 0, 1))
+	r.Ready(nil)
+	r.Step(taskBatch(Upstream, 0, tasks(1, 1)))
+	m := tally(t, 0, r.Ready(nil))
+	assert.Len(t, get(m, 2).tasks, 1, "the warm child")
+	// Its credit is now equal to the others': the last heard from wins.
+	r.Step(taskBatch(Upstream, 0, tasks(2, 1)))
+	m = tally(t, 0, r.Ready(nil))
+	assert.Len(t, get(m, 2).tasks, 1, "still the warm child")
+	// Now it has less credit than the others: the idlest take the next.
+	r.Step(taskBatch(Upstream, 0, tasks(3, 1)))
+	m = tally(t, 0, r.Ready(nil))
+	assert.Empty(t, get(m, 2).tasks, "a busier child is passed over")
+	// A batch as large as the children with credit goes round-robin again.
+	r.Step(taskBatch(Upstream, 0, tasks(10, 3)))
+	m = tally(t, 0, r.Ready(nil))
+	for _, c := range []int{1, 2, 3} {
+		assert.Len(t, get(m, c).tasks, 1, "child %d", c)
+	}
+	assert.Equal(t, 13-6, r.Stats().Credit)
+}

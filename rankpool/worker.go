@@ -145,7 +145,7 @@ func (w *Worker) Ready(out []Envelope) []Envelope {
 	if w.done {
 		return out
 	}
-	out = appendUp(out, w.place.Rank, w.place.Parent, w.results, w.ledger.up, w.cfg.MaxBatch, nil)
+	out = appendUp(out, w.place.Rank, w.place.Parent, w.results, w.ledger.up, w.cfg.MaxBatch, w.cfg.MaxBatchBytes, nil)
 	if len(w.results) > 0 {
 		w.lastBatch = len(w.results)
 	}

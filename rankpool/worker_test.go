@@ -256,3 +256,41 @@ func TestWorkerAdaptivePrefetch(t *testing.T) {
 		})
 	}
 }
+
+func TestBatchesSplitByBytes(t *testing.T) {
+	big := make([]byte, 1000)
+	tasks := make([]serialize.Task, 10)
+	results := make([]serialize.Result, 10)
+	for i := range tasks {
+		tasks[i] = serialize.Task{ID: uint64(i), Args: big}
+		results[i] = serialize.Result{ID: uint64(i), Value: big}
+	}
+	tests := []struct {
+		name     string
+		maxBatch int
+		maxBytes int
+		want     []int // tasks (or results) per message
+	}{
+		{"count bound", 4, 1 << 20, []int{4, 4, 2}},
+		{"byte bound", 100, 3500, []int{3, 3, 3, 1}},
+		{"one oversized travels alone", 100, 10, []int{1, 1, 1, 1, 1, 1, 1, 1, 1, 1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []int
+			for _, e := range appendTasks(nil, 0, 1, tasks, tt.maxBatch, tt.maxBytes) {
+				got = append(got, len(e.Msg.(*serialize.TaskBatch).Tasks))
+			}
+			assert.Equal(t, tt.want, got, "tasks")
+			got = got[:0]
+			credit := 0
+			for _, e := range appendUp(nil, 1, 0, results, 10, tt.maxBatch, tt.maxBytes, nil) {
+				rb := e.Msg.(*serialize.ResultBatch)
+				got = append(got, len(rb.Results))
+				credit += int(rb.Credit)
+			}
+			assert.Equal(t, tt.want, got, "results")
+			assert.Equal(t, 10, credit, "the credit travels in full")
+		})
+	}
+}

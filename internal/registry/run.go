@@ -79,8 +79,29 @@ func (r *Registry) Run(ctx context.Context, t serialize.Task, rank int) serializ
 	} else {
 		runWithWalltime(ctx, h, t, &res)
 	}
+	if len(res.Value) > MaxValue {
+		res.Err, res.Msg, res.Stack = serialize.ErrApp, fmt.Sprintf("the result is %d bytes, more than the %d a task may return: write big outputs to files and return their names", len(res.Value), MaxValue), ""
+		res.Value = nil
+	}
+	res.Msg, res.Stack = clip(res.Msg, maxText), clip(res.Stack, maxText)
 	res.End = time.Now().UnixNano()
 	return res
+}
+
+// MaxValue bounds a task's encoded result, and the front end bounds a
+// task's encoded arguments alike: a quarter of the wire's frame limit, so
+// a value always fits in a message with room to spare.
+const MaxValue = serialize.DefaultMaxFrame / 4
+
+// maxText bounds a result's error message and stack.
+const maxText = 64 << 10
+
+// clip cuts s to at most n bytes, marking the cut.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + fmt.Sprintf("… [%d bytes cut]", len(s)-n)
 }
 
 // runWithWalltime runs h on its own goroutine and stops waiting for it

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -236,4 +237,22 @@ func FuzzDecodeArgs(f *testing.F) {
 			require.Equal(t, parts[0], v)
 		}
 	})
+}
+
+func TestRunRefusesOversizedResults(t *testing.T) {
+	r := New()
+	require.NoError(t, r.Register("big", func(context.Context, []byte) ([]byte, error) {
+		return make([]byte, MaxValue+1), nil
+	}))
+	require.NoError(t, r.Register("loud", func(context.Context, []byte) ([]byte, error) {
+		return nil, errors.New(strings.Repeat("x", 1<<20))
+	}))
+	res := r.Run(context.Background(), serialize.Task{ID: 1, App: "big"}, 3)
+	assert.Equal(t, serialize.ErrApp, res.Err)
+	assert.Nil(t, res.Value)
+	assert.Contains(t, res.Msg, "more than")
+	res = r.Run(context.Background(), serialize.Task{ID: 2, App: "loud"}, 3)
+	assert.Equal(t, serialize.ErrApp, res.Err)
+	assert.Less(t, len(res.Msg), maxText+100, "the message is clipped")
+	assert.Contains(t, res.Msg, "bytes cut]")
 }
