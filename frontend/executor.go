@@ -17,8 +17,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
-	"runtime"
-	"strconv"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -108,6 +107,17 @@ type Options struct {
 	// FailFast makes a Call past MaxPending fail at once with an error that
 	// matches ErrFull instead of waiting.
 	FailFast bool
+	// PeerTimeout is how long a launched block may stay silent (heartbeats
+	// included) before it counts as hung and lost; 0 means 30 s.
+	PeerTimeout time.Duration
+	// BlockRestarts bounds how many blocks are launched to replace lost
+	// ones, or ones that failed to start, over the executor's life; 0 means
+	// DefaultBlockRestarts and a negative value none.
+	BlockRestarts int
+	// LostRetries bounds how many lost blocks a task may be caught on and
+	// still be run again; 0 means DefaultLostRetries, a negative value none.
+	// It is apart from Retries, which is for the app's own failures.
+	LostRetries int
 	// Logger receives the executor's log lines; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -119,6 +129,9 @@ type Stats struct {
 	Failed    int64 // resolved with an error
 	Retried   int64 // runs repeated after a failure
 	InFlight  int64 // sent to a block and not answered yet
+	Requeued  int64 // runs sent again because their block was lost
+	// BlockRestarts counts the blocks launched to replace lost ones.
+	BlockRestarts int64
 	Queued    int64 // ready and waiting for credit
 	Waiting   int64 // waiting for their dependencies
 }
@@ -146,6 +159,7 @@ type task struct {
 	attempt  uint32
 	retries  int32
 	state    taskState
+	lost     uint8 // runs lost with their block
 	// resolved is set, after the outcome is written, when the task settles:
 	// a Future reads the outcome without the executor's lock once it is.
 	resolved atomic.Bool
@@ -192,6 +206,7 @@ type block struct {
 	credit   int64
 	inflight map[uint64]*task
 	lost     bool
+	proc     *launch.Process // the block's launcher process; nil for Options.Conn
 
 	sendMu   sync.Mutex    // orders TaskBatches before Shutdown
 	acked    chan struct{} // closed on the block's Shutdown acknowledgement
@@ -209,6 +224,7 @@ type Executor struct {
 	cancel       context.CancelFunc
 	kick         chan struct{} // wakes the dispatcher
 	dispatchDone chan struct{}
+	blockScratch []*block // the dispatcher's own
 
 	mu         sync.Mutex
 	room       sync.Cond // signalled when a task settles below maxPending
@@ -225,11 +241,19 @@ type Executor struct {
 	unresolved  task // sentinel of a ring of unresolved tasks
 	stats       Stats
 	scratch     []*task
-	block       *block
 
-	// What Start launched; nil with Options.Conn.
+	// The blocks, guarded by mu: those connected, and those starting.
+	blocks        []*block
+	nextBlock     int // number of the last block launched
+	starting      int // replacements being launched
+	restarts      int // replacements launched so far
+	restartBudget int
+	lostBudget    int
+	bg            sync.WaitGroup // receivers, replacements, stops
+
+	// What Start set up to launch blocks; nil with Options.Conn.
+	spec      *launchSpec
 	listener  *link.Listener
-	proc      *launch.Process
 	runDir    string // removed on Close when Start made it
 	tokenFile string
 
@@ -249,16 +273,25 @@ func Start(ctx context.Context, opt Options) (*Executor, error) {
 		log = slog.Default()
 	}
 	e := newExecutor(opt, log)
+	go e.dispatch()
 	if opt.Conn != nil {
-		e.run(&block{name: "local", conn: opt.Conn})
+		e.serve(&block{name: "local", conn: opt.Conn})
 		return e, nil
 	}
-	b, err := e.launch(ctx, opt)
-	if err != nil {
+	if err := e.setup(ctx, opt); err != nil {
 		e.cancel()
+		<-e.dispatchDone
+		_ = e.release()
 		return nil, err
 	}
-	e.run(b)
+	b, err := e.startBlock(ctx, "b0")
+	if err != nil {
+		e.cancel()
+		<-e.dispatchDone
+		_ = e.release()
+		return nil, err
+	}
+	e.serve(b)
 	watchSignals(e)
 	return e, nil
 }
@@ -278,128 +311,91 @@ func newExecutor(opt Options, log *slog.Logger) *Executor {
 		e.maxPending = DefaultMaxPending
 	}
 	e.failFast = opt.FailFast
+	e.restartBudget = opt.BlockRestarts
+	if e.restartBudget == 0 {
+		e.restartBudget = DefaultBlockRestarts
+	}
+	e.restartBudget = max(e.restartBudget, 0)
+	e.lostBudget = opt.LostRetries
+	if e.lostBudget == 0 {
+		e.lostBudget = DefaultLostRetries
+	}
+	e.lostBudget = min(max(e.lostBudget, 0), 255)
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	return e
 }
 
-// run starts serving block b.
-func (e *Executor) run(b *block) {
+// serve adds block b to the executor's blocks and starts its receiver.
+func (e *Executor) serve(b *block) {
 	b.inflight = make(map[uint64]*task)
 	b.acked = make(chan struct{})
 	b.recvDone = make(chan struct{})
-	e.block = b
-	go e.receive(b)
-	go e.dispatch()
+	e.mu.Lock()
+	e.blocks = append(e.blocks, b)
+	e.mu.Unlock()
+	e.bg.Add(1)
+	go func() {
+		defer e.bg.Done()
+		e.receive(b)
+	}()
+	if b.proc != nil {
+		// A launcher that exits while its block serves (mpirun killed, or
+		// the job aborted) takes the block with it, even if rank 0's link
+		// outlives it for a while.
+		e.bg.Add(1)
+		go func() {
+			defer e.bg.Done()
+			select {
+			case <-b.proc.Done():
+				e.blockLost(b, fmt.Errorf("its launcher exited: %v", b.proc.Wait(context.Background())))
+			case <-b.recvDone:
+			}
+		}()
+	}
 }
 
-// launch starts the block's job and waits for it to connect.
-func (e *Executor) launch(ctx context.Context, opt Options) (_ *block, err error) {
-	if os.Getenv(EnvExec) == "1" {
-		return nil, fmt.Errorf("frontend: this process is a rank of a block (%s=1) and must not start another; call mpiexec.Main() first thing in main", EnvExec)
-	}
-	np := opt.NP
-	if np <= 0 {
-		np = runtime.NumCPU()
-	}
-	exe := opt.WorkerBinary
-	if exe == "" {
-		if exe, err = os.Executable(); err != nil {
-			return nil, fmt.Errorf("frontend: find this program to re-run as the ranks: %w", err)
-		}
-	}
-	launcher := opt.Launcher
-	if launcher == nil {
-		launcher = launch.MPIRun{}
-	}
-	addr := opt.ListenAddr
-	if addr == "" {
-		addr = DefaultListenAddr
-	}
-	startTimeout := opt.StartTimeout
-	if startTimeout <= 0 {
-		startTimeout = DefaultStartTimeout
-	}
+// BlockInfo describes one block that serves the executor.
+type BlockInfo struct {
+	// Name is the block's name (b0, b1, … in launch order; "local" for
+	// Options.Conn).
+	Name string
+	// PID is the launcher's process id (mpirun's), 0 for Options.Conn.
+	PID int
+	// Ranks and Workers are the block's world size and task slots; Host is
+	// rank 0's host.
+	Ranks, Workers int
+	Host           string
+	// InFlight counts the block's tasks sent and not answered.
+	InFlight int
+}
 
-	// Undo what was set up if the start fails.
-	defer func() {
-		if err != nil {
-			e.release()
+// Blocks describes the blocks that serve the executor now.
+func (e *Executor) Blocks() []BlockInfo {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]BlockInfo, 0, len(e.blocks))
+	for _, b := range e.blocks {
+		bi := BlockInfo{Name: b.name, InFlight: len(b.inflight)}
+		if b.proc != nil {
+			bi.PID = b.proc.Pid()
 		}
-	}()
-	if opt.RunDir == "" {
-		if e.runDir, err = os.MkdirTemp("", "rankfarm-"); err != nil {
-			return nil, fmt.Errorf("frontend: make the run directory: %w", err)
+		if b.hello != nil {
+			bi.Ranks, bi.Workers, bi.Host = int(b.hello.Ranks), int(b.hello.Workers), b.hello.Host
 		}
-		opt.RunDir = e.runDir
-	} else if err = os.MkdirAll(opt.RunDir, 0o700); err != nil {
-		return nil, fmt.Errorf("frontend: make the run directory: %w", err)
+		out = append(out, bi)
 	}
-	token, err := link.NewToken()
-	if err != nil {
-		return nil, fmt.Errorf("frontend: %w", err)
-	}
-	if e.tokenFile, err = link.WriteTokenFile(opt.RunDir, token); err != nil {
-		return nil, fmt.Errorf("frontend: %w", err)
-	}
-	runID := fmt.Sprintf("%d-%x", os.Getpid(), token[:4])
-	if e.listener, err = link.Listen(ctx, addr, link.ListenOptions{Token: token, Run: runID, Logger: e.log}); err != nil {
-		return nil, fmt.Errorf("frontend: %w", err)
-	}
-	const blockName = "b0"
-	env := map[string]string{
-		EnvExec:           "1",
-		link.EnvAddr:      e.listener.Addr(),
-		link.EnvTokenFile: e.tokenFile,
-		link.EnvBlock:     blockName,
-	}
-	if opt.MaxPrefetch > 0 {
-		env[EnvMaxPrefetch] = strconv.Itoa(opt.MaxPrefetch)
-	}
-	if opt.Prefetch > 0 {
-		env[EnvPrefetch] = strconv.Itoa(opt.Prefetch)
-	}
-	if opt.Slots > 0 {
-		env[EnvSlots] = strconv.Itoa(opt.Slots)
-	}
-	cmd, err := launcher.Command(np, exe, opt.WorkerArgs, env)
-	if err != nil {
-		return nil, fmt.Errorf("frontend: %w", err)
-	}
-	tail := &tailWriter{max: 4 << 10}
-	if cmd.Stdout == nil {
-		cmd.Stdout = os.Stdout
-	}
-	if cmd.Stderr == nil {
-		cmd.Stderr = teeWriter{os.Stderr, tail}
-	}
-	if e.proc, err = launch.Start(ctx, cmd); err != nil {
-		return nil, fmt.Errorf("frontend: %w", err)
-	}
-	e.log.Debug("block launched", "block", blockName, "np", np, "pid", e.proc.Pid(), "addr", e.listener.Addr())
+	return out
+}
 
-	actx, cancel := context.WithTimeout(ctx, startTimeout)
-	defer cancel()
-	go func() {
-		select {
-		case <-e.proc.Done():
-			cancel()
-		case <-actx.Done():
+// haveCredit reports whether a block may be sent a task now. Called with
+// e.mu held.
+func (e *Executor) haveCredit() bool {
+	for _, b := range e.blocks {
+		if b.credit > 0 {
+			return true
 		}
-	}()
-	conn, hello, err := e.listener.Accept(actx)
-	if err != nil {
-		select {
-		case <-e.proc.Done():
-			err = fmt.Errorf("the launcher exited before the block connected: %v; its last output:\n%s", e.proc.Wait(context.Background()), tail.String())
-		default:
-			if ctx.Err() == nil && actx.Err() != nil {
-				err = fmt.Errorf("the block did not connect within %v; the launcher's last output:\n%s", startTimeout, tail.String())
-			}
-		}
-		return nil, fmt.Errorf("frontend: start the block: %w", err)
 	}
-	e.log.Debug("block connected", "block", hello.Block, "ranks", hello.Ranks, "workers", hello.Workers, "host", hello.Host)
-	return &block{name: blockName, conn: conn, hello: hello}, nil
+	return false
 }
 
 // Addr returns the address the executor listens on for its blocks, or ""
@@ -471,7 +467,7 @@ func (e *Executor) submit(app string, c *call, opts []CallOption) *task {
 	default:
 		e.addDeps(t, c, o.after)
 	}
-	kick := t.state == stateReady && e.block.credit > 0
+	kick := t.state == stateReady && e.haveCredit()
 	e.mu.Unlock()
 	if kick {
 		e.wake()
@@ -699,7 +695,21 @@ func (e *Executor) dispatch() {
 			return
 		case <-e.kick:
 		}
-		for e.sendBatch(e.block) {
+		for {
+			e.mu.Lock()
+			blocks := append(e.blockScratch[:0], e.blocks...)
+			e.mu.Unlock()
+			more := false
+			for _, b := range blocks {
+				if e.sendBatch(b) {
+					more = true
+				}
+			}
+			clear(blocks)
+			e.blockScratch = blocks[:0]
+			if !more {
+				break
+			}
 		}
 	}
 }
@@ -830,28 +840,60 @@ func (e *Executor) onResults(b *block, rb *serialize.ResultBatch) {
 	e.wake()
 }
 
-// blockLost fails what b had in flight with ErrLost. With no other block to
-// run on, the queued tasks fail too and later calls fail at once.
+// blockLost takes b out of service. Its tasks in flight run again on
+// another block while their LostRetries budget lasts (a block's failure is
+// not the app's: it does not count against Retries), and fail with ErrLost
+// once it is spent. A launched block is stopped and, while BlockRestarts
+// lasts, replaced. With no block left nor coming, queued and later tasks
+// fail with ErrLost.
 func (e *Executor) blockLost(b *block, cause error) {
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	if b.lost {
+		e.mu.Unlock()
 		return
 	}
 	b.lost = true
+	if i := slices.Index(e.blocks, b); i >= 0 {
+		e.blocks = slices.Delete(e.blocks, i, i+1)
+	}
 	msg := fmt.Sprintf("block %s lost: %v", b.name, cause)
-	e.log.Error("block lost", "block", b.name, "err", cause, "in_flight", len(b.inflight))
+	requeued, failed := 0, 0
 	for id, t := range b.inflight {
 		delete(b.inflight, id)
-		e.resolve(t, nil, &TaskError{ID: t.id, App: t.app, Kind: serialize.ErrLost, Msg: msg, Rank: -1, Attempts: int(t.attempt) + 1})
+		if int(t.lost) < e.lostBudget && !e.closing {
+			t.lost++
+			e.stats.InFlight--
+			e.stats.Requeued++
+			requeued++
+			e.pushReady(t)
+			continue
+		}
+		failed++
+		e.resolve(t, nil, &TaskError{ID: t.id, App: t.app, Kind: serialize.ErrLost, Msg: fmt.Sprintf("%s (the task was on %d lost blocks)", msg, t.lost+1), Rank: -1, Attempts: int(t.attempt) + 1})
 	}
-	e.broken = errors.New("no block to run on: " + msg)
-	e.room.Broadcast()
-	ready := e.ready[e.readyHead:]
-	e.ready, e.readyHead = nil, 0
-	for _, t := range ready {
-		e.resolve(t, nil, &TaskError{ID: t.id, App: t.app, Kind: serialize.ErrLost, Msg: e.broken.Error(), Rank: -1, Attempts: int(t.attempt)})
+	restart := e.spec != nil && !e.closing && e.restarts < e.restartBudget
+	if restart {
+		e.restarts++
+		e.starting++
+		e.bg.Add(1)
 	}
+	if len(e.blocks) == 0 && e.starting == 0 && !e.closing {
+		e.breakDown(errors.New("no block to run on: " + msg))
+	}
+	e.mu.Unlock()
+	e.log.Error("block lost", "block", b.name, "err", cause, "requeued", requeued, "failed", failed, "replacing", restart)
+	_ = b.conn.Close()
+	if b.proc != nil {
+		e.bg.Add(1)
+		go func() {
+			defer e.bg.Done()
+			_ = b.proc.Stop(stopGrace)
+		}()
+	}
+	if restart {
+		go e.replace(errors.New(msg))
+	}
+	e.wake()
 }
 
 // Stats returns the executor's task counts.
@@ -874,50 +916,60 @@ func (e *Executor) Close() error {
 }
 
 func (e *Executor) close() error {
-	b := e.block
-	b.sendMu.Lock()
 	e.mu.Lock()
 	e.closing = true
-	lost := b.lost
 	e.room.Broadcast()
+	blocks := slices.Clone(e.blocks)
 	e.mu.Unlock()
-	var errs []error
-	if !lost {
-		if err := b.conn.Send(&serialize.Shutdown{Reason: "the front end closed the executor"}); err != nil {
-			lost = true
+	// Shutdown goes after any TaskBatch being sent (sendMu).
+	var live []*block
+	for _, b := range blocks {
+		b.sendMu.Lock()
+		if err := b.conn.Send(&serialize.Shutdown{Reason: "the front end closed the executor"}); err == nil {
+			live = append(live, b)
 		}
+		b.sendMu.Unlock()
 	}
-	b.sendMu.Unlock()
-	if !lost {
-		t := time.NewTimer(shutdownTimeout)
+	deadline := time.NewTimer(shutdownTimeout)
+	for _, b := range live {
 		select {
 		case <-b.acked:
 			// The ranks finalize MPI and exit on their own: give the
 			// launcher a moment to end before it is signalled.
-			if e.proc != nil {
+			if b.proc != nil {
 				select {
-				case <-e.proc.Done():
-				case <-t.C:
+				case <-b.proc.Done():
+				case <-deadline.C:
 				}
 			}
 		case <-b.recvDone:
-		case <-t.C:
+		case <-deadline.C:
 			e.log.Warn("the block did not acknowledge the shutdown", "block", b.name, "waited", shutdownTimeout)
 		}
-		t.Stop()
 	}
+	deadline.Stop()
 	e.cancel()
-	if err := b.conn.Close(); err != nil && !errors.Is(err, link.ErrClosed) {
-		errs = append(errs, err)
+	var errs []error
+	for _, b := range blocks {
+		if err := b.conn.Close(); err != nil && !errors.Is(err, link.ErrClosed) {
+			errs = append(errs, err)
+		}
+		if b.proc != nil {
+			if err := b.proc.Stop(stopGrace); err != nil {
+				errs = append(errs, fmt.Errorf("frontend: block %s's launcher: %w", b.name, err))
+			}
+		}
 	}
-	<-b.recvDone
 	<-e.dispatchDone
+	e.bg.Wait() // receivers, replacements and stops of lost blocks
 
 	e.mu.Lock()
 	for t := e.unresolved.next; t != &e.unresolved; t = e.unresolved.next {
 		e.settle(t, nil, &TaskError{ID: t.id, App: t.app, Kind: serialize.ErrLost, Msg: "the executor was closed before the task finished", Rank: -1, Attempts: int(t.attempt), closed: true})
 	}
-	clear(b.inflight)
+	for _, b := range blocks {
+		clear(b.inflight)
+	}
 	e.ready, e.readyHead = nil, 0
 	e.mu.Unlock()
 
@@ -931,11 +983,6 @@ func (e *Executor) close() error {
 // release stops what launch set up: the job, the listener, the run files.
 func (e *Executor) release() error {
 	var errs []error
-	if e.proc != nil {
-		if err := e.proc.Stop(stopGrace); err != nil {
-			errs = append(errs, fmt.Errorf("frontend: the block's launcher: %w", err))
-		}
-	}
 	if e.listener != nil {
 		_ = e.listener.Close()
 	}

@@ -115,7 +115,7 @@ func TestLaunchedBlock(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, int64(i+1), v)
 	}
-	proc := ex.proc
+	proc := ex.blocks[0].proc
 	require.NoError(t, ex.Close())
 	select {
 	case <-proc.Done():
@@ -201,7 +201,7 @@ func TestSignalClosesExecutor(t *testing.T) {
 	defer func() { exit = os.Exit }()
 	ex, err := Start(context.Background(), Options{NP: 1, Launcher: &selfLauncher{mode: "serve"}, Logger: quietLogger()})
 	require.NoError(t, err)
-	proc := ex.proc
+	proc := ex.blocks[0].proc
 	f := wait.Call(ex, V(time.Hour))
 	sigs.mu.Lock()
 	installed := sigs.ch != nil

@@ -1,0 +1,144 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rankfarm/rankfarm/frontend"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// mark records each run of task i in dir/runs (one line per run, appended
+// atomically) and returns 2i. The runs file counts the tasks that ran more
+// than once.
+var mark = frontend.NewApp2("e2e.mark", func(_ context.Context, dir string, i int) (int, error) {
+	f, err := os.OpenFile(filepath.Join(dir, "runs"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return 0, err
+	}
+	_, err = f.WriteString(strconv.Itoa(i) + "\n")
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	time.Sleep(300 * time.Microsecond)
+	return 2 * i, err
+})
+
+// rankPID finds the process of the given MPI rank below the launcher pid.
+func rankPID(t *testing.T, launcher, rank int) int {
+	t.Helper()
+	want := []byte("OMPI_COMM_WORLD_RANK=" + strconv.Itoa(rank) + "\x00")
+	for _, d := range descendants(launcher) {
+		pid, _ := strconv.Atoi(strings.Fields(d)[0])
+		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+		if err == nil && bytes.Contains(env, want) {
+			return pid
+		}
+	}
+	t.Fatalf("no process of rank %d below %d: %v", rank, launcher, descendants(launcher))
+	return 0
+}
+
+// runCounts reads the runs file: how many times each task ran.
+func runCounts(t *testing.T, dir string) map[int]int {
+	t.Helper()
+	f, err := os.Open(filepath.Join(dir, "runs"))
+	require.NoError(t, err)
+	defer f.Close()
+	counts := map[int]int{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		i, err := strconv.Atoi(sc.Text())
+		require.NoError(t, err, "line %q", sc.Text())
+		counts[i]++
+	}
+	require.NoError(t, sc.Err())
+	return counts
+}
+
+// TestBlockFaults injects each fault into a block busy with 10,000 tasks and
+// checks that every task resolves exactly once with the right value, on the
+// replacement block. It logs a row of the fault table for each.
+func TestBlockFaults(t *testing.T) {
+	tests := []struct {
+		name   string
+		inject func(t *testing.T, launcher int)
+	}{
+		{"worker rank SIGKILL", func(t *testing.T, launcher int) {
+			require.NoError(t, syscall.Kill(rankPID(t, launcher, 2), syscall.SIGKILL))
+		}},
+		{"rank 0 SIGKILL", func(t *testing.T, launcher int) {
+			require.NoError(t, syscall.Kill(rankPID(t, launcher, 0), syscall.SIGKILL))
+		}},
+		{"mpirun SIGKILL", func(t *testing.T, launcher int) {
+			require.NoError(t, syscall.Kill(launcher, syscall.SIGKILL))
+		}},
+		{"rank 0 hangs (SIGSTOP)", func(t *testing.T, launcher int) {
+			require.NoError(t, syscall.Kill(rankPID(t, launcher, 0), syscall.SIGSTOP))
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := testCtx(t, 3*time.Minute)
+			ex, err := frontend.Start(ctx, frontend.Options{NP: 4, PeerTimeout: 2 * time.Second, Logger: quietLog()})
+			require.NoError(t, err)
+			defer func() { assert.NoError(t, ex.Close()) }()
+			launcher := ex.Blocks()[0].PID
+			dir := t.TempDir()
+			const n = 10000
+			futs := make([]*frontend.Future[int], n)
+			for i := range futs {
+				futs[i] = mark.Call(ex, frontend.V(dir), frontend.V(i))
+			}
+			// Fault once a fifth of the tasks are done.
+			for i := range n / 5 {
+				_, err := futs[i].Get(ctx)
+				require.NoError(t, err)
+			}
+			injected := time.Now()
+			tt.inject(t, launcher)
+			for i, f := range futs {
+				v, err := f.Get(ctx)
+				require.NoError(t, err, "task %d", i)
+				require.Equal(t, 2*i, v, "task %d", i)
+			}
+			recovered := time.Since(injected)
+			st := ex.Stats()
+			assert.Equal(t, int64(n), st.Done)
+			assert.GreaterOrEqual(t, st.BlockRestarts, int64(1), "a replacement block ran the rest")
+			assert.NotEqual(t, launcher, ex.Blocks()[0].PID)
+			counts := runCounts(t, dir)
+			twice := 0
+			for i := range n {
+				require.GreaterOrEqual(t, counts[i], 1, "task %d never ran", i)
+				if counts[i] > 1 {
+					twice++
+				}
+			}
+			t.Logf("fault table: | %s | %d tasks | 1 fault | 0 lost | %d ran twice (in flight on the lost block) | %d requeued | recovered in %v |",
+				tt.name, n, twice, st.Requeued, recovered.Round(10*time.Millisecond))
+			assert.LessOrEqual(t, int64(twice), st.Requeued, "only tasks in flight on the lost block may run twice")
+		})
+	}
+}
+
+// quietLog logs warnings and errors to the test binary's stderr only when
+// RANKFARM_E2E_LOG is set.
+func quietLog() *slog.Logger {
+	if os.Getenv("RANKFARM_E2E_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
