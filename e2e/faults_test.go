@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -141,4 +142,65 @@ func quietLog() *slog.Logger {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// TestFrontEndKilledResumesFromCheckpoint kills the front end with SIGKILL
+// mid-workflow and starts it again on the same checkpoint: the tasks that
+// had finished come from the checkpoint and do not run again.
+func TestFrontEndKilledResumesFromCheckpoint(t *testing.T) {
+	ctx := testCtx(t, 3*time.Minute)
+	bin := filepath.Join(t.TempDir(), "resumer")
+	build := exec.Command("go", "build", "-o", bin, "./testdata/resumer")
+	build.Stderr = os.Stderr
+	require.NoError(t, build.Run())
+	dir := t.TempDir()
+	const n = 10000
+
+	first := exec.CommandContext(ctx, bin, "-dir", dir, "-n", strconv.Itoa(n))
+	first.Stderr = os.Stderr
+	require.NoError(t, first.Start())
+	// Kill it once a third of the tasks ran.
+	for {
+		data, _ := os.ReadFile(filepath.Join(dir, "runs"))
+		if bytes.Count(data, []byte("\n")) >= n/3 {
+			break
+		}
+		require.NoError(t, ctx.Err())
+		time.Sleep(20 * time.Millisecond)
+	}
+	require.NoError(t, first.Process.Kill())
+	_ = first.Wait()
+	// The block notices its front end is gone and goes away on its own.
+	left := func() (out []string) {
+		for _, d := range descendants(os.Getpid()) {
+			if strings.HasSuffix(d, " resumer") {
+				out = append(out, d)
+			}
+		}
+		return out
+	}
+	require.Eventually(t, func() bool { return len(left()) == 0 }, time.Minute, 100*time.Millisecond,
+		"processes left after the front end was killed: %v", left())
+	ranBefore := len(runCounts(t, dir))
+
+	second := exec.CommandContext(ctx, bin, "-dir", dir, "-n", strconv.Itoa(n))
+	second.Stderr = os.Stderr
+	out, err := second.Output()
+	require.NoError(t, err)
+	var memoized int
+	_, err = fmt.Sscanf(string(out), "memoized %d", &memoized)
+	require.NoError(t, err, "output %q", out)
+
+	counts := runCounts(t, dir)
+	twice := 0
+	for i := range n {
+		require.GreaterOrEqual(t, counts[i], 1, "task %d never ran", i)
+		if counts[i] > 1 {
+			twice++
+		}
+	}
+	t.Logf("fault table: | front end SIGKILL, restart on the checkpoint | %d tasks | 1 fault | 0 lost | %d ran twice | %d of %d that had run came from the checkpoint |",
+		n, twice, memoized, ranBefore)
+	assert.Positive(t, memoized)
+	assert.Equal(t, n-memoized, twice+(n-ranBefore), "every task not in the checkpoint ran once more, no other")
 }

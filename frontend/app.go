@@ -15,13 +15,26 @@ import (
 const errKindDecode = serialize.ErrApp
 
 // App1 is an app of one argument of type A with a result of type R.
-type App1[A, R any] struct{ name string }
+type App1[A, R any] struct{ appInfo }
 
 // App2 is an app of two arguments.
-type App2[A, B, R any] struct{ name string }
+type App2[A, B, R any] struct{ appInfo }
 
 // App3 is an app of three arguments.
-type App3[A, B, C, R any] struct{ name string }
+type App3[A, B, C, R any] struct{ appInfo }
+
+// appInfo is what every app client holds.
+type appInfo struct {
+	name    string
+	memo    bool
+	version string
+}
+
+func (a appInfo) newCall(nargs int) *call {
+	c := newCall(nargs)
+	c.memo, c.memoVersion = a.memo, a.version
+	return c
+}
 
 // register adds h to registry.Default, panicking on a duplicate name the way
 // flag does on a redefined flag.
@@ -55,7 +68,7 @@ func NewApp1[A, R any](name string, fn func(context.Context, A) (R, error)) *App
 		}
 		return encodeResult(r)
 	})
-	return &App1[A, R]{name: name}
+	return &App1[A, R]{appInfo{name: name}}
 }
 
 // NewApp2 is NewApp1 for an app of two arguments.
@@ -72,7 +85,7 @@ func NewApp2[A, B, R any](name string, fn func(context.Context, A, B) (R, error)
 		}
 		return encodeResult(r)
 	})
-	return &App2[A, B, R]{name: name}
+	return &App2[A, B, R]{appInfo{name: name}}
 }
 
 // NewApp3 is NewApp1 for an app of three arguments.
@@ -90,23 +103,42 @@ func NewApp3[A, B, C, R any](name string, fn func(context.Context, A, B, C) (R, 
 		}
 		return encodeResult(r)
 	})
-	return &App3[A, B, C, R]{name: name}
+	return &App3[A, B, C, R]{appInfo{name: name}}
 }
 
 // Declare1 names an app of one argument that only the executor holds (a
 // separate worker binary, or a built-in): nothing is registered here.
-func Declare1[A, R any](name string) *App1[A, R] { return &App1[A, R]{name: name} }
+func Declare1[A, R any](name string) *App1[A, R] { return &App1[A, R]{appInfo{name: name}} }
 
 // Declare2 is Declare1 for an app of two arguments.
-func Declare2[A, B, R any](name string) *App2[A, B, R] { return &App2[A, B, R]{name: name} }
+func Declare2[A, B, R any](name string) *App2[A, B, R] { return &App2[A, B, R]{appInfo{name: name}} }
 
 // Declare3 is Declare1 for an app of three arguments.
 func Declare3[A, B, C, R any](name string) *App3[A, B, C, R] {
-	return &App3[A, B, C, R]{name: name}
+	return &App3[A, B, C, R]{appInfo{name: name}}
 }
 
 // Name returns the app's name.
 func (a *App1[A, R]) Name() string { return a.name }
+
+// Memoize returns a client of the same app whose calls are memoized: a call
+// whose app name, version and encoded arguments match one that succeeded
+// before (in this executor, or in the executor's Checkpoint file) resolves
+// at once with that result and does not run. Change version when the app's
+// code changes what it returns. Failures are never memoized.
+func (a *App1[A, R]) Memoize(version string) *App1[A, R] {
+	return &App1[A, R]{appInfo{name: a.name, memo: true, version: version}}
+}
+
+// Memoize is App1.Memoize for an app of two arguments.
+func (a *App2[A, B, R]) Memoize(version string) *App2[A, B, R] {
+	return &App2[A, B, R]{appInfo{name: a.name, memo: true, version: version}}
+}
+
+// Memoize is App1.Memoize for an app of three arguments.
+func (a *App3[A, B, C, R]) Memoize(version string) *App3[A, B, C, R] {
+	return &App3[A, B, C, R]{appInfo{name: a.name, memo: true, version: version}}
+}
 
 // Name returns the app's name.
 func (a *App2[A, B, R]) Name() string { return a.name }
@@ -119,14 +151,14 @@ func (a *App3[A, B, C, R]) Name() string { return a.name }
 // dependencies) has resolved; if one failed, it is not run and its future
 // fails with a *DependencyError.
 func (a *App1[A, R]) Call(ex *Executor, x Arg[A], opts ...CallOption) *Future[R] {
-	c := newCall(1)
+	c := a.newCall(1)
 	addArg(c, x)
 	return &Future[R]{t: ex.submit(a.name, c, opts)}
 }
 
 // Call submits one call of the app to ex; see App1.Call.
 func (a *App2[A, B, R]) Call(ex *Executor, x Arg[A], y Arg[B], opts ...CallOption) *Future[R] {
-	c := newCall(2)
+	c := a.newCall(2)
 	addArg(c, x)
 	addArg(c, y)
 	return &Future[R]{t: ex.submit(a.name, c, opts)}
@@ -134,7 +166,7 @@ func (a *App2[A, B, R]) Call(ex *Executor, x Arg[A], y Arg[B], opts ...CallOptio
 
 // Call submits one call of the app to ex; see App1.Call.
 func (a *App3[A, B, C, R]) Call(ex *Executor, x Arg[A], y Arg[B], z Arg[C], opts ...CallOption) *Future[R] {
-	c := newCall(3)
+	c := a.newCall(3)
 	addArg(c, x)
 	addArg(c, y)
 	addArg(c, z)

@@ -107,6 +107,16 @@ type Options struct {
 	// FailFast makes a Call past MaxPending fail at once with an error that
 	// matches ErrFull instead of waiting.
 	FailFast bool
+	// Checkpoint names a file where the results of memoized apps (see
+	// App1.Memoize) are recorded; a later executor given the same file
+	// takes them from it instead of running the calls again. "" keeps the
+	// memo table in memory only.
+	Checkpoint string
+	// CheckpointSync says when records reach the disk; the zero value is
+	// SyncEachTask.
+	CheckpointSync SyncPolicy
+	// CheckpointInterval is SyncPeriodic's period; 0 means 1 s.
+	CheckpointInterval time.Duration
 	// PeerTimeout is how long a launched block may stay silent (heartbeats
 	// included) before it counts as hung and lost; 0 means 30 s.
 	PeerTimeout time.Duration
@@ -130,10 +140,11 @@ type Stats struct {
 	Retried   int64 // runs repeated after a failure
 	InFlight  int64 // sent to a block and not answered yet
 	Requeued  int64 // runs sent again because their block was lost
+	Memoized  int64 // calls resolved from the memo table or checkpoint
 	// BlockRestarts counts the blocks launched to replace lost ones.
 	BlockRestarts int64
-	Queued    int64 // ready and waiting for credit
-	Waiting   int64 // waiting for their dependencies
+	Queued        int64 // ready and waiting for credit
+	Waiting       int64 // waiting for their dependencies
 }
 
 type taskState uint8
@@ -241,6 +252,8 @@ type Executor struct {
 	unresolved  task // sentinel of a ring of unresolved tasks
 	stats       Stats
 	scratch     []*task
+	ckpt        *checkpoint
+	memoApps    map[string]string // memoized app → its version
 
 	// The blocks, guarded by mu: those connected, and those starting.
 	blocks        []*block
@@ -273,6 +286,11 @@ func Start(ctx context.Context, opt Options) (*Executor, error) {
 		log = slog.Default()
 	}
 	e := newExecutor(opt, log)
+	ckpt, err := openCheckpoint(opt.Checkpoint, opt.CheckpointSync, opt.CheckpointInterval, log)
+	if err != nil {
+		return nil, err
+	}
+	e.ckpt = ckpt
 	go e.dispatch()
 	if opt.Conn != nil {
 		e.serve(&block{name: "local", conn: opt.Conn})
@@ -282,6 +300,7 @@ func Start(ctx context.Context, opt Options) (*Executor, error) {
 		e.cancel()
 		<-e.dispatchDone
 		_ = e.release()
+		_ = e.ckpt.close()
 		return nil, err
 	}
 	b, err := e.startBlock(ctx, "b0")
@@ -289,6 +308,7 @@ func Start(ctx context.Context, opt Options) (*Executor, error) {
 		e.cancel()
 		<-e.dispatchDone
 		_ = e.release()
+		_ = e.ckpt.close()
 		return nil, err
 	}
 	e.serve(b)
@@ -449,6 +469,12 @@ func (e *Executor) submit(app string, c *call, opts []CallOption) *task {
 	c.release()
 
 	e.mu.Lock()
+	if c.memo {
+		if e.memoApps == nil {
+			e.memoApps = make(map[string]string)
+		}
+		e.memoApps[app] = c.memoVersion
+	}
 	full := e.waitForRoom()
 	e.nextID++
 	t.id = e.nextID
@@ -600,6 +626,13 @@ func (e *Executor) pushReady(t *task) bool {
 	if len(t.data) > registry.MaxValue { // dependencies' values spliced in
 		e.settle(t, nil, &TaskError{ID: t.id, App: t.app, Kind: serialize.ErrArgs, Msg: fmt.Sprintf("the arguments are %d bytes with the dependencies' values, more than the %d a task may take: pass big inputs as files", len(t.data), registry.MaxValue), Rank: -1})
 		return false
+	}
+	if version, ok := e.memoApps[t.app]; ok && t.attempt == 0 && t.lost == 0 {
+		if v, ok := e.ckpt.lookup(makeMemoKey(t.app, version, t.data)); ok {
+			e.stats.Memoized++
+			e.settle(t, v, nil)
+			return false
+		}
 	}
 	if e.broken != nil {
 		e.settle(t, nil, &TaskError{ID: t.id, App: t.app, Kind: serialize.ErrLost, Msg: e.broken.Error(), Rank: -1, Attempts: int(t.attempt)})
@@ -815,6 +848,9 @@ func (e *Executor) onResults(b *block, rb *serialize.ResultBatch) {
 		}
 		delete(b.inflight, r.ID)
 		if r.Err == serialize.ErrNone {
+			if version, ok := e.memoApps[t.app]; ok {
+				e.ckpt.record(makeMemoKey(t.app, version, t.data), r.Value)
+			}
 			e.resolve(t, r.Value, nil)
 			continue
 		}
@@ -974,6 +1010,9 @@ func (e *Executor) close() error {
 	e.mu.Unlock()
 
 	if err := e.release(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := e.ckpt.close(); err != nil {
 		errs = append(errs, err)
 	}
 	unwatchSignals(e)

@@ -195,6 +195,10 @@ const maxArgs = 3
 
 // call gathers one call's arguments before it is submitted.
 type call struct {
+	// memo and memoVersion mark a call of a memoized app.
+	memo        bool
+	memoVersion string
+
 	es    *encState
 	parts [maxArgs]part
 	n     int

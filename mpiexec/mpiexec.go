@@ -147,6 +147,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	dieWithParent()
 
 	// The MPI progress loop keeps one locked thread, mostly asleep in a cgo
 	// ppoll that holds its P until sysmon takes it back: one more P lets the

@@ -1,0 +1,166 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/rankfarm/rankfarm/frontend"
+	"github.com/rankfarm/rankfarm/launch"
+	"github.com/rankfarm/rankfarm/mpiexec"
+	"github.com/rankfarm/rankfarm/rankpool"
+	"github.com/rankfarm/rankfarm/sim"
+)
+
+// worldRank is the MPI world rank of this process, as the launcher tells it
+// (Open MPI or MPICH), or -1.
+func worldRank() int64 {
+	for _, name := range []string{"OMPI_COMM_WORLD_RANK", "PMI_RANK"} {
+		if r, err := strconv.ParseInt(os.Getenv(name), 10, 64); err == nil {
+			return r
+		}
+	}
+	return -1
+}
+
+// Apps that tell which rank ran them.
+var (
+	// tagged returns i*rankBase + the rank that ran it.
+	tagged = frontend.NewApp1("e2e.tagged", func(_ context.Context, i int64) (int64, error) {
+		return i*rankBase + worldRank(), nil
+	})
+	// napRank sleeps d and returns the rank that ran it.
+	napRank = frontend.NewApp1("e2e.nap-rank", func(_ context.Context, d time.Duration) (int64, error) {
+		time.Sleep(d)
+		return worldRank(), nil
+	})
+)
+
+const rankBase = 1000
+
+// withEnv is a launcher that adds variables to every rank's environment.
+type withEnv struct {
+	launch.Launcher
+	env map[string]string
+}
+
+func (l withEnv) Command(np int, exe string, args []string, env map[string]string) (*exec.Cmd, error) {
+	all := map[string]string{}
+	for k, v := range env {
+		all[k] = v
+	}
+	for k, v := range l.env {
+		all[k] = v
+	}
+	return l.Launcher.Command(np, exe, args, all)
+}
+
+// startTree starts a block of np ranks whose tree has the given fan-out.
+func startTree(t *testing.T, np, fanout int) *frontend.Executor {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	ex, err := frontend.Start(ctx, frontend.Options{
+		NP:           np,
+		Launcher:     withEnv{launch.MPIRun{}, map[string]string{mpiexec.EnvFanout: strconv.Itoa(fanout)}},
+		StartTimeout: 3 * time.Minute,
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.NoError(t, ex.Close()) })
+	return ex
+}
+
+// TestThreeLevelTree runs 200,000 tasks through 64 ranks with fan-out 8:
+// rank 0, 7 sub-masters and 56 workers. Every task resolves exactly once,
+// with its own value, and only workers of the tree run tasks.
+func TestThreeLevelTree(t *testing.T) {
+	const np, fanout, n = 64, 8, 200_000
+	topo, err := rankpool.NewTopology(np, nil, fanout)
+	require.NoError(t, err)
+	require.Equal(t, 2, topo.Depth(), "three levels: rank 0, sub-masters, workers")
+	isWorker := map[int64]bool{}
+	for r := range np {
+		if topo.Place(r).Role == rankpool.RoleWorker {
+			isWorker[int64(r)] = true
+		}
+	}
+
+	ex := startTree(t, np, fanout)
+	ctx := testCtx(t, 10*time.Minute)
+	futs := make([]*frontend.Future[int64], n)
+	for i := range futs {
+		futs[i] = tagged.Call(ex, frontend.V(int64(i)))
+	}
+	seen := make(map[uint64]bool, n)
+	perRank := map[int64]int{}
+	for i, f := range futs {
+		v, err := f.Get(ctx)
+		require.NoError(t, err, "task %d", i)
+		require.Equal(t, int64(i), v/rankBase, "task %d came back with another task's value", i)
+		rank := v % rankBase
+		require.True(t, isWorker[rank], "task %d ran on rank %d, which is not a worker", i, rank)
+		perRank[rank]++
+		require.False(t, seen[f.ID()], "task id %d twice", f.ID())
+		seen[f.ID()] = true
+	}
+	assert.Len(t, seen, n)
+	t.Logf("%d tasks on %d of %d workers; per worker: %v", n, len(perRank), len(isWorker), perRank)
+	st := ex.Stats()
+	assert.Equal(t, int64(n), st.Done)
+	assert.Zero(t, st.Failed)
+}
+
+// TestSimulatorAgreesWithMPIRun runs the same shape under mpirun and in the
+// simulator: np 8 with fan-out 2 (rank 0, sub-masters 1, 2 and 3, workers
+// 4 to 7) and 400 tasks of 20 ms. They agree when every worker's task count
+// is within 10% of the simulator's (100) and the makespans are within 10% of
+// each other.
+func TestSimulatorAgreesWithMPIRun(t *testing.T) {
+	const np, fanout, n = 8, 2, 400
+	const task = 20 * time.Millisecond
+	rep, err := sim.Run(context.Background(), sim.Config{
+		Ranks: np, Fanout: fanout, Tasks: n, TaskTime: task,
+		Latency: sim.DefaultLatency, Overhead: sim.DefaultOverhead, PerByte: sim.DefaultPerByte,
+		PerWorker: true,
+	})
+	require.NoError(t, err)
+	require.Equal(t, 4, rep.Workers)
+
+	ex := startTree(t, np, fanout)
+	ctx := testCtx(t, 2*time.Minute)
+	// Warm the block up (every rank has announced its credit), so the
+	// measurement starts with a running tree as the simulation does.
+	_, err = napRank.Call(ex, frontend.V(time.Duration(0))).Get(ctx)
+	require.NoError(t, err)
+
+	start := time.Now()
+	futs := make([]*frontend.Future[int64], n)
+	for i := range futs {
+		futs[i] = napRank.Call(ex, frontend.V(task))
+	}
+	perRank := map[int]int{}
+	for i, f := range futs {
+		r, err := f.Get(ctx)
+		require.NoError(t, err, "task %d", i)
+		perRank[int(r)]++
+	}
+	makespan := time.Since(start).Seconds()
+
+	t.Logf("makespan: mpirun %.4f s, simulator %.4f s (ideal %.4f s)", makespan, rep.Makespan, rep.Ideal)
+	t.Logf("tasks per worker: mpirun %v, simulator %v", perRank, rep.TasksPerWorker)
+	for r, want := range rep.TasksPerWorker {
+		if want == 0 {
+			assert.Zero(t, perRank[r], "rank %d is a relay", r)
+			continue
+		}
+		assert.InDelta(t, want, perRank[r], 0.1*float64(want), "tasks on rank %d", r)
+	}
+	assert.InEpsilon(t, rep.Makespan, makespan, 0.10, fmt.Sprintf("makespan: mpirun %.4f s, simulator %.4f s", makespan, rep.Makespan))
+}
