@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"sort"
+	"strings"
 )
 
 // Launcher builds the command that starts np ranks of exe with args, each
@@ -18,14 +19,27 @@ type Launcher interface {
 	Command(np int, exe string, args []string, env map[string]string) (*exec.Cmd, error)
 }
 
-// MPIRun launches with Open MPI's mpirun. Each variable of the environment
-// is passed on with -x, so ranks on other nodes see it too; as root it adds
-// --allow-run-as-root.
+// MPIRun launches with mpirun, Open MPI's or MPICH's (Hydra's mpiexec).
+// The zero value picks the launcher that matches this binary's MPI binding
+// (Built): mpirun.openmpi or mpirun.mpich, else plain mpirun; see Resolve.
+//
+// With Open MPI each variable of the environment is passed on with -x, so
+// ranks on other nodes see it too; --oversubscribe lets a block have more
+// ranks than cores, and as root it adds --allow-run-as-root. With MPICH
+// it passes -genvall, Hydra's default made explicit: the whole environment,
+// rankfarm's variables included, reaches every rank on every node; Hydra
+// needs no flag to oversubscribe nor to run as root. Either way no value
+// goes on the command line, where other users could read it.
 type MPIRun struct {
-	// Path is the mpirun to run; "" means "mpirun" from $PATH.
+	// Family chooses the flags; Detect (the zero value) tells it from the
+	// launcher's name or its --version output.
+	Family Family
+	// Path is the launcher to run; "" looks on $PATH for the one that
+	// matches Family, or else Built.
 	Path string
-	// NoOversubscribe drops --oversubscribe, which is on by default so that
-	// a block may have more ranks than the machine has cores.
+	// NoOversubscribe drops Open MPI's --oversubscribe, which is on by
+	// default so that a block may have more ranks than the machine has
+	// cores. MPICH oversubscribes without being asked.
 	NoOversubscribe bool
 	// ExtraArgs go after rankfarm's own flags, before the executable.
 	ExtraArgs []string
@@ -35,36 +49,53 @@ type MPIRun struct {
 var euid = os.Geteuid
 
 // Command implements Launcher. The command's environment is the current
-// process's plus env.
+// process's plus env. It fails when exe is this very program and the
+// launcher is of another MPI family than its binding.
 func (m MPIRun) Command(np int, exe string, args []string, env map[string]string) (*exec.Cmd, error) {
+	return m.command(Built, np, exe, args, env)
+}
+
+// command is Command for a program whose binding is of family built.
+func (m MPIRun) command(built Family, np int, exe string, args []string, env map[string]string) (*exec.Cmd, error) {
 	if np < 1 {
 		return nil, fmt.Errorf("launch: mpirun needs at least 1 rank, not %d", np)
 	}
 	if exe == "" {
 		return nil, errors.New("launch: no executable to launch")
 	}
-	path := m.Path
-	if path == "" {
-		path = "mpirun"
-	}
-	var argv []string
-	if euid() == 0 {
-		argv = append(argv, "--allow-run-as-root")
-	}
-	if !m.NoOversubscribe {
-		argv = append(argv, "--oversubscribe")
-	}
-	argv = append(argv, "-np", fmt.Sprint(np))
 	names := make([]string, 0, len(env))
 	for k := range env {
 		if k == "" {
 			return nil, errors.New("launch: an environment variable without a name")
 		}
+		if strings.ContainsAny(k, "=,\x00") {
+			return nil, fmt.Errorf("launch: environment variable name %q holds '=', ',' or NUL", k)
+		}
 		names = append(names, k)
 	}
 	sort.Strings(names)
-	for _, k := range names {
-		argv = append(argv, "-x", k)
+	family, path, err := m.resolve(built)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkMatch(built, family, path, exe); err != nil {
+		return nil, err
+	}
+	var argv []string
+	switch family {
+	case MPICH:
+		argv = append(argv, "-genvall", "-np", fmt.Sprint(np))
+	default:
+		if euid() == 0 {
+			argv = append(argv, "--allow-run-as-root")
+		}
+		if !m.NoOversubscribe {
+			argv = append(argv, "--oversubscribe")
+		}
+		argv = append(argv, "-np", fmt.Sprint(np))
+		for _, k := range names {
+			argv = append(argv, "-x", k)
+		}
 	}
 	argv = append(argv, m.ExtraArgs...)
 	argv = append(argv, exe)

@@ -2,12 +2,14 @@ package launch
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,56 +21,164 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+// fakeMPI stands in for the machine: the launchers on $PATH (name → path)
+// and what each prints for --version.
+type fakeMPI struct {
+	onPath   map[string]string
+	versions map[string]string
+	ran      []string // the paths whose --version was run
+}
+
+func (f *fakeMPI) install(t *testing.T, root bool) {
+	t.Helper()
+	oldLook, oldVer, oldEuid := lookPath, versionOf, euid
+	t.Cleanup(func() { lookPath, versionOf, euid = oldLook, oldVer, oldEuid })
+	versions = sync.Map{}
+	t.Cleanup(func() { versions = sync.Map{} })
+	lookPath = func(name string) (string, error) {
+		if p, ok := f.onPath[name]; ok {
+			return p, nil
+		}
+		return "", exec.ErrNotFound
+	}
+	versionOf = func(path string) (string, error) {
+		f.ran = append(f.ran, path)
+		if v, ok := f.versions[path]; ok {
+			return v, nil
+		}
+		return "", errors.New("exit status 1")
+	}
+	euid = func() int {
+		if root {
+			return 0
+		}
+		return 1000
+	}
+}
+
+// Machines for the table below.
+var (
+	debianBoth = map[string]string{
+		"mpirun.openmpi": "/usr/bin/mpirun.openmpi", "mpirun.mpich": "/usr/bin/mpirun.mpich",
+		"mpiexec.hydra": "/usr/bin/mpiexec.hydra", "mpirun": "/usr/bin/mpirun", "mpiexec": "/usr/bin/mpiexec",
+	}
+	plainMPICH = map[string]string{"mpirun": "/opt/mpich/bin/mpirun", "mpiexec": "/opt/mpich/bin/mpiexec"}
+	plainOMPI  = map[string]string{"mpirun": "/opt/ompi/bin/mpirun"}
+)
+
+const (
+	ompiVersion  = "mpirun (Open MPI) 4.1.4\n\nReport bugs to http://www.open-mpi.org/community/help/\n"
+	hydraVersion = "HYDRA build details:\n    Version:                                 4.0.2\n"
+)
+
 func TestMPIRunCommand(t *testing.T) {
 	env := map[string]string{"RANKFARM_EXEC": "1", "RANKFARM_ADDR": "127.0.0.1:5000", "RANKFARM_TOKEN_FILE": "/run/x/token"}
+	ompiX := []string{"-x", "RANKFARM_ADDR", "-x", "RANKFARM_EXEC", "-x", "RANKFARM_TOKEN_FILE"}
+	cat := func(parts ...[]string) []string { return slices.Concat(parts...) }
 	tests := []struct {
-		name    string
-		m       MPIRun
-		root    bool
-		np      int
-		exe     string
-		args    []string
-		env     map[string]string
-		path    string
-		want    []string
-		wantErr string
+		name     string
+		m        MPIRun
+		built    Family // Built for this case: the family of the program's binding
+		onPath   map[string]string
+		versions map[string]string
+		root     bool
+		np       int
+		exe      string
+		args     []string
+		env      map[string]string
+		wantFam  Family
+		want     []string // Args: the launcher's path first
+		wantErr  string
 	}{
 		{
-			name: "defaults", np: 4, exe: "/bin/app", env: env, path: "mpirun",
-			want: []string{"mpirun", "--oversubscribe", "-np", "4", "-x", "RANKFARM_ADDR", "-x", "RANKFARM_EXEC", "-x", "RANKFARM_TOKEN_FILE", "/bin/app"},
+			name: "openmpi defaults", built: OpenMPI, onPath: debianBoth, np: 4, exe: "/bin/app", env: env, wantFam: OpenMPI,
+			want: cat([]string{"/usr/bin/mpirun.openmpi", "--oversubscribe", "-np", "4"}, ompiX, []string{"/bin/app"}),
 		},
 		{
-			name: "root", root: true, np: 2, exe: "/bin/app", args: []string{"exec", "--slots", "2"}, path: "mpirun",
-			want: []string{"mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2", "/bin/app", "exec", "--slots", "2"},
+			name: "openmpi as root", built: OpenMPI, onPath: debianBoth, root: true, np: 2, exe: "/bin/app", args: []string{"exec", "--slots", "2"}, wantFam: OpenMPI,
+			want: []string{"/usr/bin/mpirun.openmpi", "--allow-run-as-root", "--oversubscribe", "-np", "2", "/bin/app", "exec", "--slots", "2"},
 		},
 		{
-			name: "options", m: MPIRun{Path: "/opt/ompi/bin/mpirun", NoOversubscribe: true, ExtraArgs: []string{"--bind-to", "none"}},
-			np: 1, exe: "app", env: map[string]string{"A": "1"}, path: "/opt/ompi/bin/mpirun",
+			name: "openmpi options", built: OpenMPI, m: MPIRun{Path: "/opt/ompi/bin/mpirun", NoOversubscribe: true, ExtraArgs: []string{"--bind-to", "none"}},
+			versions: map[string]string{"/opt/ompi/bin/mpirun": ompiVersion},
+			np:       1, exe: "app", env: map[string]string{"A": "1"}, wantFam: OpenMPI,
 			want: []string{"/opt/ompi/bin/mpirun", "-np", "1", "-x", "A", "--bind-to", "none", "app"},
 		},
+		{
+			name: "mpich defaults", built: MPICH, onPath: debianBoth, root: true, np: 4, exe: "/bin/app", env: env, wantFam: MPICH,
+			want: []string{"/usr/bin/mpirun.mpich", "-genvall", "-np", "4", "/bin/app"},
+		},
+		{
+			name: "mpich ignores oversubscribe and passes extra args", built: MPICH, onPath: debianBoth, m: MPIRun{NoOversubscribe: true, ExtraArgs: []string{"-bind-to", "none"}},
+			np: 3, exe: "/bin/app", args: []string{"exec"}, env: env, wantFam: MPICH,
+			want: []string{"/usr/bin/mpirun.mpich", "-genvall", "-np", "3", "-bind-to", "none", "/bin/app", "exec"},
+		},
+		{
+			name: "mpich through hydra only", built: MPICH, onPath: map[string]string{"mpiexec.hydra": "/usr/bin/mpiexec.hydra", "mpirun": "/usr/bin/mpirun"},
+			np: 2, exe: "/bin/app", wantFam: MPICH,
+			want: []string{"/usr/bin/mpiexec.hydra", "-genvall", "-np", "2", "/bin/app"},
+		},
+		{
+			name: "mpich detected from a plain mpiexec", built: MPICH, onPath: plainMPICH,
+			versions: map[string]string{"/opt/mpich/bin/mpiexec": hydraVersion},
+			np:       2, exe: "/bin/app", wantFam: MPICH,
+			want: []string{"/opt/mpich/bin/mpiexec", "-genvall", "-np", "2", "/bin/app"},
+		},
+		{
+			name: "family of an explicit path detected", built: OpenMPI, m: MPIRun{Path: "/opt/mpich/bin/mpiexec"},
+			versions: map[string]string{"/opt/mpich/bin/mpiexec": hydraVersion},
+			np:       2, exe: "/bin/worker", wantFam: MPICH,
+			want: []string{"/opt/mpich/bin/mpiexec", "-genvall", "-np", "2", "/bin/worker"},
+		},
+		{
+			name: "explicit family picks its launcher", built: OpenMPI, onPath: debianBoth, m: MPIRun{Family: MPICH},
+			np: 2, exe: "/bin/worker", wantFam: MPICH,
+			want: []string{"/usr/bin/mpirun.mpich", "-genvall", "-np", "2", "/bin/worker"},
+		},
+		{
+			name: "explicit family wins over the version", built: OpenMPI, m: MPIRun{Family: OpenMPI, Path: "/site/mpirun"},
+			versions: map[string]string{"/site/mpirun": hydraVersion},
+			np:       1, exe: "/bin/app", wantFam: OpenMPI,
+			want: []string{"/site/mpirun", "--oversubscribe", "-np", "1", "/bin/app"},
+		},
+		{
+			name: "nompi program: plain mpirun, detected", built: NoMPI, onPath: plainMPICH,
+			versions: map[string]string{"/opt/mpich/bin/mpirun": hydraVersion},
+			np:       2, exe: "/bin/worker", wantFam: MPICH,
+			want: []string{"/opt/mpich/bin/mpirun", "-genvall", "-np", "2", "/bin/worker"},
+		},
+		{
+			name: "nompi program: undetectable mpirun is taken for Open MPI", built: NoMPI, onPath: plainOMPI,
+			np: 2, exe: "/bin/worker", wantFam: OpenMPI,
+			want: []string{"/opt/ompi/bin/mpirun", "--oversubscribe", "-np", "2", "/bin/worker"},
+		},
+		{
+			name: "undetectable mpirun is taken for the built family", built: MPICH, onPath: plainOMPI,
+			np: 2, exe: "/bin/worker", wantFam: MPICH,
+			want: []string{"/opt/ompi/bin/mpirun", "-genvall", "-np", "2", "/bin/worker"},
+		},
+		{name: "no launcher", built: MPICH, onPath: map[string]string{}, np: 1, exe: "app", wantErr: "no MPI launcher on $PATH (looked for mpirun.mpich, mpiexec.mpich, mpiexec.hydra, mpiexec, mpirun): install MPICH"},
+		{name: "bad family", m: MPIRun{Family: "lam"}, np: 1, exe: "app", wantErr: `not "lam"`},
 		{name: "no ranks", np: 0, exe: "app", wantErr: "at least 1 rank"},
 		{name: "no exe", np: 1, wantErr: "no executable"},
 		{name: "nameless variable", np: 1, exe: "app", env: map[string]string{"": "x"}, wantErr: "without a name"},
+		{name: "variable with =", np: 1, exe: "app", env: map[string]string{"A=B": "x"}, wantErr: "holds '='"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			euid = func() int {
-				if tt.root {
-					return 0
-				}
-				return 1000
-			}
-			defer func() { euid = os.Geteuid }()
-			cmd, err := tt.m.Command(tt.np, tt.exe, tt.args, tt.env)
+			f := &fakeMPI{onPath: tt.onPath, versions: tt.versions}
+			f.install(t, tt.root)
+			fam, path, rerr := tt.m.resolve(tt.built)
+			cmd, err := tt.m.command(tt.built, tt.np, tt.exe, tt.args, tt.env)
 			if tt.wantErr != "" {
 				require.ErrorContains(t, err, tt.wantErr)
 				return
 			}
 			require.NoError(t, err)
-			assert.Equal(t, tt.want, cmd.Args)
-			if filepath.IsAbs(tt.path) {
-				assert.Equal(t, tt.path, cmd.Path)
-			}
+			require.NoError(t, rerr)
+			assert.Equal(t, tt.wantFam, fam)
+			assert.Equal(t, tt.want[0], path)
+			assert.Equal(t, tt.want, append([]string{cmd.Path}, cmd.Args[1:]...))
 			for k, v := range tt.env {
 				assert.Contains(t, cmd.Env, k+"="+v)
 			}
@@ -78,6 +188,74 @@ func TestMPIRunCommand(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestMPIRunRefusesMismatch(t *testing.T) {
+	me, err := os.Executable()
+	require.NoError(t, err)
+	tests := []struct {
+		name    string
+		built   Family
+		m       MPIRun
+		exe     string
+		wantErr string
+	}{
+		{name: "mpich program under Open MPI", built: MPICH, m: MPIRun{Path: "/usr/bin/mpirun.openmpi"}, exe: me, wantErr: "binding is mpich but /usr/bin/mpirun.openmpi is openmpi's launcher"},
+		{name: "openmpi program under MPICH", built: OpenMPI, m: MPIRun{Family: MPICH}, exe: me, wantErr: "binding is openmpi"},
+		{name: "another program may differ", built: MPICH, m: MPIRun{Path: "/usr/bin/mpirun.openmpi"}, exe: "/bin/true"},
+		{name: "a program without MPI may go anywhere", built: NoMPI, m: MPIRun{Path: "/usr/bin/mpirun.openmpi"}, exe: me},
+		{name: "matching", built: OpenMPI, m: MPIRun{Path: "/usr/bin/mpirun.openmpi"}, exe: me},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := &fakeMPI{onPath: debianBoth}
+			f.install(t, false)
+			_, err := tt.m.command(tt.built, 2, tt.exe, nil, nil)
+			if tt.wantErr != "" {
+				require.ErrorContains(t, err, tt.wantErr)
+				return
+			}
+			require.NoError(t, err)
+		})
+	}
+}
+
+func TestGoBuildFlags(t *testing.T) {
+	assert.Empty(t, OpenMPI.GoBuildFlags())
+	assert.Equal(t, []string{"-tags", "mpich"}, MPICH.GoBuildFlags())
+	assert.Equal(t, []string{"-tags", "nompi"}, NoMPI.GoBuildFlags())
+}
+
+func TestFamilyOfVersion(t *testing.T) {
+	tests := []struct {
+		out  string
+		want Family
+	}{
+		{ompiVersion, OpenMPI},
+		{"mpirun.openmpi (OpenRTE) 4.1.4\n\nReport bugs to http://www.open-mpi.org/community/help/\n", OpenMPI},
+		{hydraVersion, MPICH},
+		{"Intel(R) MPI Library for Linux* OS, Version 2021.10", MPICH},
+		{"", Detect},
+		{"mpirun: command not found", Detect},
+	}
+	for _, tt := range tests {
+		assert.Equal(t, tt.want, FamilyOfVersion(tt.out), "%q", tt.out)
+	}
+}
+
+func TestFamilyDetectionIsCached(t *testing.T) {
+	f := &fakeMPI{versions: map[string]string{"/opt/x/mpirun": hydraVersion}}
+	f.install(t, false)
+	for range 3 {
+		fam, _, err := MPIRun{Path: "/opt/x/mpirun"}.resolve(OpenMPI)
+		require.NoError(t, err)
+		assert.Equal(t, MPICH, fam)
+	}
+	assert.Equal(t, []string{"/opt/x/mpirun"}, f.ran, "--version runs once per launcher")
+	fam, _, err := MPIRun{Path: "/usr/bin/mpirun.mpich"}.resolve(OpenMPI)
+	require.NoError(t, err)
+	assert.Equal(t, MPICH, fam)
+	assert.Len(t, f.ran, 1, "a launcher's name can say it all")
 }
 
 func TestProcessStopKillsGroup(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -17,6 +18,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/rankfarm/rankfarm/launch"
 )
 
 // The tests named TestMPI... run inside mpirun: TestUnderMPIRun starts this
@@ -37,30 +40,28 @@ func runMPI(t testing.TB, np int, timeout time.Duration, extraEnv []string, test
 	if !builtWithMPI {
 		t.Skip("built with the nompi tag: no MPI to run under")
 	}
-	names, args := launcher(strconv.Itoa(np))
-	var mpirun string
-	for _, n := range names {
-		if p, err := exec.LookPath(n); err == nil {
-			mpirun = p
-			break
-		}
+	env := map[string]string{
+		envInner: "1",
+		// Keep Open MPI and MPICH's UCX off the network: one machine,
+		// shared memory.
+		"OMPI_MCA_btl": "self,vader",
+		"UCX_TLS":      "self,sm",
 	}
-	if mpirun == "" {
-		t.Skipf("no MPI launcher on PATH (looked for %v): install OpenMPI (openmpi-bin) to run the MPI tests", names)
+	for _, kv := range extraEnv {
+		k, v, _ := strings.Cut(kv, "=")
+		env[k] = v
 	}
+	// The launcher that a front end would use: the one of this binary's
+	// MPI family (mpirun.openmpi, or mpirun.mpich under -tags mpich).
+	lc, err := launch.MPIRun{}.Command(np, os.Args[0], testArgs, env)
+	if errors.Is(err, launch.ErrNoLauncher) {
+		t.Skipf("this %s build cannot run under MPI here: %v", Family, err)
+	}
+	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	args = append(args, os.Args[0])
-	args = append(args, testArgs...)
-	cmd := exec.CommandContext(ctx, mpirun, args...)
-	cmd.Env = append(os.Environ(),
-		envInner+"=1",
-		"OMPI_ALLOW_RUN_AS_ROOT=1",
-		"OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1",
-		// Keep OpenMPI off the network: one machine, shared memory.
-		"OMPI_MCA_btl=self,vader",
-	)
-	cmd.Env = append(cmd.Env, extraEnv...)
+	cmd := exec.CommandContext(ctx, lc.Path, lc.Args[1:]...)
+	cmd.Env = lc.Env
 	cmd.WaitDelay = 5 * time.Second
 	out, err := cmd.CombinedOutput()
 	if ctx.Err() != nil {

@@ -87,3 +87,8 @@ func (w *waker) close()         {}
 
 // builtWithMPI tells the tests whether a real MPI is linked.
 const builtWithMPI = false
+
+// Family is the MPI implementation this binding is built against: "openmpi"
+// (the default, pkg-config ompi), "mpich" (-tags mpich, pkg-config mpich)
+// or "none" (-tags nompi, or cgo off), as here.
+const Family = "none"
