@@ -16,7 +16,7 @@ export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 endif
 
-.PHONY: all build run test unit e2e nompi lint bench fuzz mpi clean
+.PHONY: all build run test unit e2e nompi lint bench fuzz mpi slurm slurm-stop clean
 
 all: build
 
@@ -31,7 +31,17 @@ run: mpi
 	$(GO) run $(GOFLAGS_T) ./examples/workflow
 
 ## test: lint, unit tests with -race, the nompi build, the MPI end-to-end suite
-test: mpi lint nompi unit e2e
+## (and, as root, the provider tests on a real single-node Slurm)
+test: mpi lint nompi slurm unit e2e slurm-stop
+
+## slurm: start the single-node Slurm of the provider tests (as root; installs
+## slurm-wlm and munge with apt when missing); without root the tests skip it
+slurm:
+	@if [ "$$(id -u)" -eq 0 ]; then ./ci/slurm.sh start; \
+	  else ./ci/slurm.sh status >/dev/null 2>&1 || echo "make: the Slurm tests will be skipped; run 'sudo ./ci/slurm.sh start' to run them"; fi
+
+slurm-stop:
+	@if [ "$$(id -u)" -eq 0 ]; then ./ci/slurm.sh stop; fi
 
 lint:
 	@fmt=$$(gofmt -l $$(find . -name '*.go' -not -path './.git/*')); \
