@@ -33,6 +33,8 @@ type Result struct {
 	Cores         int     `json:"cores"`
 	GoVersion     string  `json:"go_version"`
 	Errors        int     `json:"errors"`
+	// Link is how the front end and the block talked: "tcp" or "queue".
+	Link string `json:"link,omitempty"`
 }
 
 // echo is the built-in app that returns its argument: one future per task,

@@ -160,6 +160,7 @@ func (b *syncBuffer) String() string {
 }
 
 func TestIntrudersAreRefused(t *testing.T) {
+	tcpOnly(t)
 	ctx := testCtx(t, 2*time.Minute)
 	var logs syncBuffer
 	ex, err := frontend.Start(ctx, frontend.Options{NP: 2, Logger: slog.New(slog.NewTextHandler(&logs, nil))})

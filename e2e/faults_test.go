@@ -7,16 +7,19 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/rankfarm/rankfarm/frontend"
+	"github.com/rankfarm/rankfarm/launch"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -40,12 +43,22 @@ var mark = frontend.NewApp2("e2e.mark", func(_ context.Context, dir string, i in
 // rankPID finds the process of the given MPI rank below the launcher pid.
 func rankPID(t *testing.T, launcher, rank int) int {
 	t.Helper()
-	want := []byte("OMPI_COMM_WORLD_RANK=" + strconv.Itoa(rank) + "\x00")
+	// Open MPI and MPICH tell a rank its number in different variables.
+	var want [][]byte
+	for _, name := range rankVars {
+		want = append(want, []byte("\x00"+name+"="+strconv.Itoa(rank)+"\x00"))
+	}
 	for _, d := range descendants(launcher) {
 		pid, _ := strconv.Atoi(strings.Fields(d)[0])
 		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
-		if err == nil && bytes.Contains(env, want) {
-			return pid
+		if err != nil {
+			continue
+		}
+		env = append([]byte{0}, env...)
+		for _, w := range want {
+			if bytes.Contains(env, w) {
+				return pid
+			}
 		}
 	}
 	t.Fatalf("no process of rank %d below %d: %v", rank, launcher, descendants(launcher))
@@ -93,7 +106,7 @@ func TestBlockFaults(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := testCtx(t, 3*time.Minute)
-			ex, err := frontend.Start(ctx, frontend.Options{NP: 4, PeerTimeout: 2 * time.Second, Logger: quietLog()})
+			ex, err := frontend.Start(ctx, frontend.Options{NP: 4, PeerTimeout: 2 * time.Second, ReconnectGrace: time.Second, Logger: quietLog()})
 			require.NoError(t, err)
 			defer func() { assert.NoError(t, ex.Close()) }()
 			launcher := ex.Blocks()[0].PID
@@ -150,7 +163,7 @@ func quietLog() *slog.Logger {
 func TestFrontEndKilledResumesFromCheckpoint(t *testing.T) {
 	ctx := testCtx(t, 3*time.Minute)
 	bin := filepath.Join(t.TempDir(), "resumer")
-	build := exec.Command("go", "build", "-o", bin, "./testdata/resumer")
+	build := exec.Command("go", append(append([]string{"build"}, launch.Built.GoBuildFlags()...), "-o", bin, "./testdata/resumer")...)
 	build.Stderr = os.Stderr
 	require.NoError(t, build.Run())
 	dir := t.TempDir()
@@ -203,4 +216,137 @@ func TestFrontEndKilledResumesFromCheckpoint(t *testing.T) {
 		n, twice, memoized, ranBefore)
 	assert.Positive(t, memoized)
 	assert.Equal(t, n-memoized, twice+(n-ranBefore), "every task not in the checkpoint ran once more, no other")
+}
+
+// proxy forwards TCP connections from its address to target, and can cut
+// them all and refuse new ones for a while: a network fault between rank 0
+// and the front end.
+type proxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	conns  []net.Conn
+	downTo time.Time
+}
+
+func newProxy(t *testing.T, target string) *proxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	p := &proxy{ln: ln, target: target}
+	t.Cleanup(func() { _ = ln.Close(); p.cut(0) })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.mu.Lock()
+			down := time.Now().Before(p.downTo)
+			p.mu.Unlock()
+			if down {
+				_ = c.Close()
+				continue
+			}
+			u, err := net.Dial("tcp", target)
+			if err != nil {
+				_ = c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, u)
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(u, c); _ = u.Close() }()
+			go func() { _, _ = io.Copy(c, u); _ = c.Close() }()
+		}
+	}()
+	return p
+}
+
+// cut closes every forwarded connection and refuses new ones for d.
+func (p *proxy) cut(d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.downTo = time.Now().Add(d)
+	for _, c := range p.conns {
+		_ = c.Close()
+	}
+	p.conns = nil
+}
+
+// TestLinkCutAndHealed cuts the TCP link between rank 0 and the front end
+// for three seconds: rank 0 dials again, proves the token again, and the
+// session resumes; no task is dropped or run twice, and no block is lost.
+func TestLinkCutAndHealed(t *testing.T) {
+	tcpOnly(t)
+	ctx := testCtx(t, 3*time.Minute)
+	// Listen on a known port first, so the proxy can point at it.
+	hold, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := hold.Addr().String()
+	require.NoError(t, hold.Close())
+	px := newProxy(t, addr)
+	ex, err := frontend.Start(ctx, frontend.Options{NP: 4, ListenAddr: addr, BlockAddr: px.ln.Addr().String(),
+		ReconnectGrace: 20 * time.Second, Logger: quietLog()})
+	require.NoError(t, err)
+	defer func() { assert.NoError(t, ex.Close()) }()
+	dir := t.TempDir()
+	const n = 10000
+	futs := make([]*frontend.Future[int], n)
+	for i := range futs {
+		futs[i] = mark.Call(ex, frontend.V(dir), frontend.V(i))
+	}
+	for i := range n / 5 {
+		_, err := futs[i].Get(ctx)
+		require.NoError(t, err)
+	}
+	cutAt := time.Now()
+	px.cut(3 * time.Second)
+	for i, f := range futs {
+		v, err := f.Get(ctx)
+		require.NoError(t, err, "task %d", i)
+		require.Equal(t, 2*i, v, "task %d", i)
+	}
+	recovered := time.Since(cutAt)
+	st := ex.Stats()
+	counts := runCounts(t, dir)
+	twice := 0
+	for i := range n {
+		require.GreaterOrEqual(t, counts[i], 1, "task %d never ran", i)
+		if counts[i] > 1 {
+			twice++
+		}
+	}
+	t.Logf("fault table: | link cut for 3 s | %d tasks | 1 fault | 0 lost | %d ran twice | %d requeued | done %v after the cut |",
+		n, twice, st.Requeued, recovered.Round(10*time.Millisecond))
+	assert.Zero(t, twice, "no task runs twice")
+	assert.Zero(t, st.BlockRestarts, "the block was not replaced")
+	assert.Zero(t, st.Requeued)
+}
+
+// TestTLSLink runs tasks over a TLS link pinned by the per-run
+// certificate's fingerprint.
+func TestTLSLink(t *testing.T) {
+	tcpOnly(t)
+	ctx := testCtx(t, 2*time.Minute)
+	ex, err := frontend.Start(ctx, frontend.Options{NP: 2, TLS: true, Logger: quietLog()})
+	require.NoError(t, err)
+	defer func() { assert.NoError(t, ex.Close()) }()
+	futs := make([]*frontend.Future[int64], 1000)
+	for i := range futs {
+		futs[i] = inc.Call(ex, frontend.V(int64(i)))
+	}
+	for i, f := range futs {
+		v, err := f.Get(ctx)
+		require.NoError(t, err)
+		require.Equal(t, int64(i+1), v)
+	}
+	// A plain TCP client gets nowhere: the listener speaks only TLS.
+	c, err := net.Dial("tcp", ex.Addr())
+	require.NoError(t, err)
+	_, _ = c.Write([]byte("hello\n"))
+	buf := make([]byte, 64)
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err = c.Read(buf)
+	assert.Error(t, err, "refused")
+	_ = c.Close()
 }

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -16,7 +15,9 @@ import (
 	"time"
 
 	"github.com/rankfarm/rankfarm/frontend"
+	"github.com/rankfarm/rankfarm/launch"
 	"github.com/rankfarm/rankfarm/mpiexec"
+	"github.com/rankfarm/rankfarm/mpiexec/mpi"
 )
 
 // Apps of the end-to-end suite, declared at package level so that the ranks
@@ -65,9 +66,17 @@ var shared *frontend.Executor
 
 func TestMain(m *testing.M) {
 	mpiexec.Main()
-	if _, err := exec.LookPath("mpirun"); err != nil {
-		fmt.Println("e2e: mpirun not found; run `make test`, which installs OpenMPI")
+	family, mpirun, err := launch.MPIRun{}.Resolve()
+	if err != nil {
+		fmt.Printf("e2e: %v; run `make test` (or `make test MPI=mpich`), which installs it\n", err)
 		os.Exit(1)
+	}
+	fmt.Printf("e2e: %s binding (launch.Built %s), launcher %s (%s)\n", mpi.Family, launch.Built, mpirun, family)
+	// One machine: keep MPICH's UCX on shared memory, as the mpi tests keep
+	// Open MPI on it. Polling the TCP transport too makes every progress
+	// call a system call, which 64 ranks on a few cores feel.
+	if _, set := os.LookupEnv("UCX_TLS"); !set && family == launch.MPICH {
+		os.Setenv("UCX_TLS", "self,sm")
 	}
 	// Become a subreaper, so that processes orphaned by a front end we
 	// start and kill stay visible as our descendants.
@@ -75,8 +84,29 @@ func TestMain(m *testing.M) {
 	if _, _, e := syscall.RawSyscall(syscall.SYS_PRCTL, prSetChildSubreaper, 1, 0); e != 0 {
 		fmt.Println("e2e: prctl(PR_SET_CHILD_SUBREAPER):", e)
 	}
+	// RANKFARM_E2E_LINK=queue runs the whole suite over the shared-filesystem
+	// queue instead of TCP: every executor, the subprocess front ends too,
+	// takes the queue from RANKFARM_QUEUE_DIR.
+	var queueDir string
+	switch link := os.Getenv(envE2ELink); link {
+	case "", "tcp":
+	case "queue":
+		dir, err := os.MkdirTemp("", "rankfarm-e2e-queue-")
+		if err != nil {
+			fmt.Println("e2e:", err)
+			os.Exit(1)
+		}
+		queueDir = dir
+		if err := os.Setenv(frontend.EnvQueueDir, dir); err != nil {
+			fmt.Println("e2e:", err)
+			os.Exit(1)
+		}
+		fmt.Printf("e2e: over the shared-filesystem queue in %s\n", dir)
+	default:
+		fmt.Printf("e2e: %s=%q: want tcp or queue\n", envE2ELink, link)
+		os.Exit(1)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	var err error
 	shared, err = frontend.Start(ctx, frontend.Options{NP: 4})
 	cancel()
 	if err != nil {
@@ -88,7 +118,25 @@ func TestMain(m *testing.M) {
 		fmt.Println("e2e: close the shared executor:", err)
 		code = 1
 	}
+	if queueDir != "" {
+		_ = os.RemoveAll(queueDir)
+	}
 	os.Exit(code)
+}
+
+// envE2ELink picks the link the suite runs over: tcp (the default) or queue.
+const envE2ELink = "RANKFARM_E2E_LINK"
+
+// overQueue reports whether the suite runs over the shared-filesystem queue.
+func overQueue() bool { return os.Getenv(frontend.EnvQueueDir) != "" }
+
+// tcpOnly skips a test of the TCP link itself when the suite runs over the
+// queue.
+func tcpOnly(t *testing.T) {
+	t.Helper()
+	if overQueue() {
+		t.Skip("tests the TCP link; the suite runs over the queue")
+	}
 }
 
 func testCtx(t *testing.T, d time.Duration) context.Context {

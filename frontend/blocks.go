@@ -2,6 +2,7 @@ package frontend
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"runtime"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/rankfarm/rankfarm/internal/link"
+	"github.com/rankfarm/rankfarm/internal/qlink"
 	"github.com/rankfarm/rankfarm/launch"
 	"github.com/rankfarm/rankfarm/serialize"
 )
@@ -19,7 +21,13 @@ const (
 	DefaultBlockRestarts = 3
 	// DefaultLostRetries is Options.LostRetries' default.
 	DefaultLostRetries = 3
+	// DefaultReconnectGrace is Options.ReconnectGrace's default.
+	DefaultReconnectGrace = 10 * time.Second
 )
+
+// EnvReconnectGrace tells rank 0 how long to keep dialling again after its
+// link to the front end broke (a Go duration).
+const EnvReconnectGrace = "RANKFARM_RECONNECT_GRACE"
 
 // launchSpec is what every launch of a block needs; Start fills it once.
 type launchSpec struct {
@@ -64,6 +72,9 @@ func (e *Executor) setup(ctx context.Context, opt Options) (err error) {
 	} else if err = os.MkdirAll(opt.RunDir, 0o700); err != nil {
 		return fmt.Errorf("frontend: make the run directory: %w", err)
 	}
+	if root := queueRoot(opt); root != "" {
+		return e.setupQueue(root, opt, s) // no socket, no token: see queue.go
+	}
 	token, err := link.NewToken()
 	if err != nil {
 		return fmt.Errorf("frontend: %w", err)
@@ -73,6 +84,12 @@ func (e *Executor) setup(ctx context.Context, opt Options) (err error) {
 	}
 	runID := fmt.Sprintf("%d-%x", os.Getpid(), token[:4])
 	lopt := link.ListenOptions{Token: token, Run: runID, Logger: e.log}
+	var fingerprint []byte
+	if opt.TLS {
+		if lopt.TLS, fingerprint, err = link.NewTLSIdentity(30 * 24 * time.Hour); err != nil {
+			return fmt.Errorf("frontend: %w", err)
+		}
+	}
 	if opt.PeerTimeout > 0 {
 		lopt.PeerTimeout = opt.PeerTimeout
 		lopt.Heartbeat = max(opt.PeerTimeout/4, time.Millisecond)
@@ -80,10 +97,23 @@ func (e *Executor) setup(ctx context.Context, opt Options) (err error) {
 	if e.listener, err = link.Listen(ctx, addr, lopt); err != nil {
 		return fmt.Errorf("frontend: %w", err)
 	}
+	blockAddr := opt.BlockAddr
+	if blockAddr == "" {
+		blockAddr = e.listener.Addr()
+	}
+	e.grace = opt.ReconnectGrace
+	if e.grace == 0 {
+		e.grace = DefaultReconnectGrace
+	}
+	e.grace = max(e.grace, 0)
 	s.env = map[string]string{
 		EnvExec:           "1",
-		link.EnvAddr:      e.listener.Addr(),
+		link.EnvAddr:      blockAddr,
 		link.EnvTokenFile: e.tokenFile,
+		EnvReconnectGrace: e.grace.String(),
+	}
+	if fingerprint != nil {
+		s.env[link.EnvTLSFingerprint] = hex.EncodeToString(fingerprint)
 	}
 	if opt.MaxPrefetch > 0 {
 		s.env[EnvMaxPrefetch] = strconv.Itoa(opt.MaxPrefetch)
@@ -95,19 +125,86 @@ func (e *Executor) setup(ctx context.Context, opt Options) (err error) {
 		s.env[EnvSlots] = strconv.Itoa(opt.Slots)
 	}
 	e.spec = s
+	e.awaiting = make(map[string]chan accepted)
+	e.bg.Add(1)
+	go e.acceptLoop()
 	return nil
+}
+
+// accepted is a block's connection with its Hello.
+type accepted struct {
+	conn  link.Conn
+	hello *serialize.Hello
+}
+
+// acceptLoop takes every block that connects and proves the token: a block
+// being started goes to its startBlock, a known block that lost its
+// connection resumes its session on the new one, and anything else is
+// closed.
+func (e *Executor) acceptLoop() {
+	defer e.bg.Done()
+	for {
+		conn, hello, err := e.listener.Accept(e.ctx)
+		if err != nil {
+			if e.ctx.Err() == nil {
+				e.log.Error("the listener failed; no block can connect any more", "err", err)
+			}
+			return
+		}
+		e.mu.Lock()
+		wait, starting := e.awaiting[hello.Block]
+		if starting {
+			delete(e.awaiting, hello.Block)
+		}
+		var known *block
+		for _, b := range e.blocks {
+			if b.name == hello.Block {
+				known = b
+			}
+		}
+		e.mu.Unlock()
+		switch {
+		case starting:
+			wait <- accepted{conn, hello} // buffered
+		case known != nil && known.sess != nil:
+			if err := known.sess.Resume(conn); err != nil {
+				e.log.Warn("a block came back too late", "block", hello.Block, "err", err)
+				_ = conn.Close()
+				continue
+			}
+			e.log.Info("block reconnected", "block", hello.Block, "host", hello.Host)
+		default:
+			e.log.Warn("a block that is not awaited connected; closing it", "block", hello.Block, "host", hello.Host, "pid", hello.PID)
+			_ = conn.Close()
+		}
+	}
 }
 
 // startBlock launches one block under the given name and waits until it has
 // connected and proved that it holds the token. A connection from another
 // block (one that was given up on) is closed and the wait goes on.
-func (e *Executor) startBlock(ctx context.Context, name string) (*block, error) {
+func (e *Executor) startBlock(ctx context.Context, name string) (b *block, err error) {
 	s := e.spec
 	env := make(map[string]string, len(s.env)+1)
 	for k, v := range s.env {
 		env[k] = v
 	}
 	env[link.EnvBlock] = name
+	wait := make(chan accepted, 1)
+	var front *qlink.Front // the block's queue, when it has one instead of TCP
+	if e.queueRun != "" {
+		f, stop, err := e.openQueue(ctx, name, env, wait)
+		if err != nil {
+			return nil, err
+		}
+		front = f
+		defer stop()
+		defer func() {
+			if b == nil {
+				_ = front.Close()
+			}
+		}()
+	}
 	cmd, err := s.launcher.Command(s.np, s.exe, s.args, env)
 	if err != nil {
 		return nil, fmt.Errorf("frontend: %w", err)
@@ -119,43 +216,58 @@ func (e *Executor) startBlock(ctx context.Context, name string) (*block, error) 
 	if cmd.Stderr == nil {
 		cmd.Stderr = teeWriter{os.Stderr, tail}
 	}
+	e.mu.Lock()
+	e.awaiting[name] = wait
+	e.mu.Unlock()
 	proc, err := launch.Start(ctx, cmd)
 	if err != nil {
+		e.mu.Lock()
+		delete(e.awaiting, name)
+		e.mu.Unlock()
 		return nil, fmt.Errorf("frontend: %w", err)
 	}
-	e.log.Debug("block launched", "block", name, "np", s.np, "pid", proc.Pid(), "addr", e.listener.Addr())
+	e.log.Debug("block launched", "block", name, "np", s.np, "pid", proc.Pid(), "addr", e.Addr(), "queue", e.queueRun)
 
-	actx, cancel := context.WithTimeout(ctx, s.startTimeout)
-	defer cancel()
-	go func() {
-		select {
-		case <-proc.Done():
-			cancel()
-		case <-actx.Done():
-		}
-	}()
-	for {
-		conn, hello, err := e.listener.Accept(actx)
-		if err != nil {
-			select {
-			case <-proc.Done():
-				err = fmt.Errorf("the launcher exited before the block connected: %v; its last output:\n%s", proc.Wait(context.Background()), tail.String())
-			default:
-				if ctx.Err() == nil && actx.Err() != nil {
-					err = fmt.Errorf("the block did not connect within %v; the launcher's last output:\n%s", s.startTimeout, tail.String())
-				}
-			}
-			_ = proc.Stop(stopGrace)
-			return nil, fmt.Errorf("frontend: start block %s: %w", name, err)
-		}
-		if hello.Block != name {
-			e.log.Warn("a block that is not awaited connected; closing it", "block", hello.Block, "awaited", name, "host", hello.Host, "pid", hello.PID)
-			_ = conn.Close()
-			continue
-		}
-		e.log.Debug("block connected", "block", hello.Block, "ranks", hello.Ranks, "workers", hello.Workers, "host", hello.Host)
-		return &block{name: name, conn: conn, hello: hello, proc: proc}, nil
+	timer := time.NewTimer(s.startTimeout)
+	defer timer.Stop()
+	var got accepted
+	select {
+	case got = <-wait:
+	case <-proc.Done():
+		err = fmt.Errorf("the launcher exited before the block connected: %v; its last output:\n%s", proc.Wait(context.Background()), tail.String())
+	case <-timer.C:
+		err = fmt.Errorf("the block did not connect within %v; the launcher's last output:\n%s", s.startTimeout, tail.String())
+	case <-ctx.Done():
+		err = ctx.Err()
 	}
+	if got.conn == nil {
+		e.mu.Lock()
+		delete(e.awaiting, name)
+		e.mu.Unlock()
+		select {
+		case late := <-wait: // connected just now: too late
+			_ = late.conn.Close()
+		default:
+		}
+		_ = proc.Stop(stopGrace)
+		return nil, fmt.Errorf("frontend: start block %s: %w", name, err)
+	}
+	conn, hello := got.conn, got.hello
+	if front != nil {
+		e.mu.Lock()
+		delete(e.awaiting, name)
+		e.mu.Unlock()
+		e.log.Debug("block joined its queue", "block", hello.Block, "ranks", hello.Ranks, "workers", hello.Workers, "host", hello.Host, "queue", front.Dir())
+		return &block{name: name, conn: front, hello: hello, proc: proc}, nil
+	}
+	sess, err := link.NewSession(conn, e.grace, name, e.log)
+	if err != nil {
+		_ = conn.Close()
+		_ = proc.Stop(stopGrace)
+		return nil, fmt.Errorf("frontend: %w", err)
+	}
+	e.log.Debug("block connected", "block", hello.Block, "ranks", hello.Ranks, "workers", hello.Workers, "host", hello.Host)
+	return &block{name: name, conn: sess, sess: sess, hello: hello, proc: proc}, nil
 }
 
 // replace launches a block in place of a lost one, and again after a

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/rankfarm/rankfarm/internal/link"
+	"github.com/rankfarm/rankfarm/internal/qlink"
 	"github.com/rankfarm/rankfarm/internal/registry"
 	"github.com/rankfarm/rankfarm/launch"
 	"github.com/rankfarm/rankfarm/rankpool"
@@ -117,6 +118,28 @@ type Options struct {
 	CheckpointSync SyncPolicy
 	// CheckpointInterval is SyncPeriodic's period; 0 means 1 s.
 	CheckpointInterval time.Duration
+	// ReconnectGrace is how long a block whose connection broke may take to
+	// connect again (its rank 0 dials again and proves the token again)
+	// before it counts as lost; its tasks go on meanwhile and nothing is
+	// lost or run twice. 0 means DefaultReconnectGrace, a negative value
+	// no wait.
+	ReconnectGrace time.Duration
+	// TLS makes the link to the blocks speak TLS 1.3 with a per-run
+	// self-signed certificate whose fingerprint the blocks check (it
+	// reaches them in RANKFARM_TLS_FINGERPRINT); the token handshake runs
+	// inside it.
+	TLS bool
+	// BlockAddr is the address blocks dial, when it is not ListenAddr's
+	// (a NAT, a proxy, a tunnel); "" means the listener's address.
+	BlockAddr string
+	// QueueDir, when set, links the front end and its blocks through a
+	// queue of batch files in this directory instead of TCP, for machines
+	// whose compute nodes cannot open a socket to the front end but share
+	// a filesystem with it (NFS, Lustre, GPFS). The directory is made with
+	// mode 0700 and must belong to this user; each run and block gets its
+	// own queue inside it. "" means $RANKFARM_QUEUE_DIR, and TCP when that
+	// is unset too.
+	QueueDir string
 	// PeerTimeout is how long a launched block may stay silent (heartbeats
 	// included) before it counts as hung and lost; 0 means 30 s.
 	PeerTimeout time.Duration
@@ -218,6 +241,7 @@ type block struct {
 	inflight map[uint64]*task
 	lost     bool
 	proc     *launch.Process // the block's launcher process; nil for Options.Conn
+	sess     *link.Session   // conn as a resumable session; nil for Options.Conn
 
 	sendMu   sync.Mutex    // orders TaskBatches before Shutdown
 	acked    chan struct{} // closed on the block's Shutdown acknowledgement
@@ -266,8 +290,12 @@ type Executor struct {
 
 	// What Start set up to launch blocks; nil with Options.Conn.
 	spec      *launchSpec
+	grace     time.Duration
+	awaiting  map[string]chan accepted // blocks being started, by name (mu)
 	listener  *link.Listener
-	runDir    string // removed on Close when Start made it
+	queueRun  string             // the run's queue directory (queue.go); "" with TCP
+	queueOpt  qlink.FrontOptions // each block's queue's options
+	runDir    string             // removed on Close when Start made it
 	tokenFile string
 
 	closeOnce sync.Once
@@ -299,6 +327,7 @@ func Start(ctx context.Context, opt Options) (*Executor, error) {
 	if err := e.setup(ctx, opt); err != nil {
 		e.cancel()
 		<-e.dispatchDone
+		e.bg.Wait()
 		_ = e.release()
 		_ = e.ckpt.close()
 		return nil, err
@@ -307,6 +336,7 @@ func Start(ctx context.Context, opt Options) (*Executor, error) {
 	if err != nil {
 		e.cancel()
 		<-e.dispatchDone
+		e.bg.Wait()
 		_ = e.release()
 		_ = e.ckpt.close()
 		return nil, err
@@ -387,6 +417,9 @@ type BlockInfo struct {
 	Host           string
 	// InFlight counts the block's tasks sent and not answered.
 	InFlight int
+	// Credit is how many more tasks the block has asked for and not been
+	// sent yet.
+	Credit int64
 }
 
 // Blocks describes the blocks that serve the executor now.
@@ -395,7 +428,7 @@ func (e *Executor) Blocks() []BlockInfo {
 	defer e.mu.Unlock()
 	out := make([]BlockInfo, 0, len(e.blocks))
 	for _, b := range e.blocks {
-		bi := BlockInfo{Name: b.name, InFlight: len(b.inflight)}
+		bi := BlockInfo{Name: b.name, InFlight: len(b.inflight), Credit: b.credit}
 		if b.proc != nil {
 			bi.PID = b.proc.Pid()
 		}
@@ -1025,6 +1058,7 @@ func (e *Executor) release() error {
 	if e.listener != nil {
 		_ = e.listener.Close()
 	}
+	e.releaseQueue()
 	if e.runDir != "" {
 		if err := os.RemoveAll(e.runDir); err != nil {
 			errs = append(errs, err)

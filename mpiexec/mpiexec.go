@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/rankfarm/rankfarm/internal/link"
+	"github.com/rankfarm/rankfarm/internal/qlink"
 	"github.com/rankfarm/rankfarm/internal/registry"
 	"github.com/rankfarm/rankfarm/mpiexec/mpi"
 	"github.com/rankfarm/rankfarm/rankpool"
@@ -48,6 +49,9 @@ const (
 	// EnvMaxSleep bounds an idle rank's sleep between two polls of MPI (a
 	// Go duration; default 1ms).
 	EnvMaxSleep = "RANKFARM_MAX_SLEEP"
+	// EnvReconnectGrace is how long rank 0 dials the front end again after
+	// their connection broke (a Go duration; the front end sets it).
+	EnvReconnectGrace = "RANKFARM_RECONNECT_GRACE"
 )
 
 // Config is what one rank needs to know.
@@ -58,9 +62,20 @@ type Config struct {
 	TokenFile string
 	// Block names this block in the handshake.
 	Block string
+	// QueueDir, when set, makes rank 0 serve the shared-filesystem queue in
+	// that directory instead of dialling Addr (RANKFARM_QUEUE).
+	QueueDir string
 	// Slots, Prefetch, MaxPrefetch and Fanout tune the tree; zero values
 	// mean defaults (see rankpool.Config).
 	Slots, Prefetch, MaxPrefetch, Fanout int
+	// TLSFingerprint, when set, makes rank 0 speak TLS to the front end and
+	// accept only the certificate with this SHA-256 fingerprint
+	// (RANKFARM_TLS_FINGERPRINT).
+	TLSFingerprint []byte
+	// ReconnectGrace is how long rank 0 keeps dialling the front end again
+	// after their connection broke before it shuts the block down; 0 means
+	// no second try.
+	ReconnectGrace time.Duration
 	// Spin and MaxSleep tune the MPI progress loop's idling (see
 	// mpi.Options); zero values mean its defaults.
 	Spin, MaxSleep time.Duration
@@ -77,6 +92,14 @@ func ConfigFromEnv() (Config, error) {
 		Addr:      os.Getenv(link.EnvAddr),
 		TokenFile: os.Getenv(link.EnvTokenFile),
 		Block:     os.Getenv(link.EnvBlock),
+		QueueDir:  os.Getenv(qlink.EnvQueue),
+	}
+	if s := os.Getenv(link.EnvTLSFingerprint); s != "" {
+		fp, err := link.ParseFingerprint(s)
+		if err != nil {
+			return cfg, fmt.Errorf("mpiexec: %w", err)
+		}
+		cfg.TLSFingerprint = fp
 	}
 	for _, v := range []struct {
 		env string
@@ -95,7 +118,7 @@ func ConfigFromEnv() (Config, error) {
 	for _, v := range []struct {
 		env string
 		dst *time.Duration
-	}{{EnvSpin, &cfg.Spin}, {EnvMaxSleep, &cfg.MaxSleep}} {
+	}{{EnvSpin, &cfg.Spin}, {EnvMaxSleep, &cfg.MaxSleep}, {EnvReconnectGrace, &cfg.ReconnectGrace}} {
 		s := os.Getenv(v.env)
 		if s == "" {
 			continue
@@ -164,13 +187,30 @@ func Run(ctx context.Context, cfg Config) error {
 	place := rankpool.Layout(ep.Rank(), ep.Size(), ep.NodeOf(), cfg.Fanout)
 	tr := newTransport(ep, place.Rank)
 
-	if place.Rank == 0 {
-		conn, err := dialFrontEnd(ctx, cfg, ep.Size(), place)
+	if place.Rank == 0 && cfg.QueueDir != "" {
+		// The shared-filesystem queue instead of TCP (see queue.go).
+		conn, err := joinQueue(ctx, cfg, ep.Size())
+		if err != nil {
+			log.Error("rank 0 cannot join the queue; aborting the block", "err", err)
+			ep.Abort(3)
+			return err
+		}
+		defer conn.Close()
+		tr.upstream = conn
+		go tr.pumpUpstream(ctx, conn, log)
+		go tr.onSignal(ctx, log)
+	} else if place.Rank == 0 {
+		first, redial, err := dialFrontEnd(ctx, cfg, ep.Size(), place)
+		var conn *link.Session
+		if err == nil {
+			conn, err = link.NewSession(first, cfg.ReconnectGrace, "front end", log)
+		}
 		if err != nil {
 			log.Error("rank 0 cannot reach the front end; aborting the block", "err", err)
 			ep.Abort(3)
 			return err
 		}
+		go keepConnected(ctx, conn, redial, log)
 		defer conn.Close()
 		tr.upstream = conn
 		go tr.pumpUpstream(ctx, conn, log)
@@ -202,13 +242,16 @@ func Run(ctx context.Context, cfg Config) error {
 	return nil
 }
 
-func dialFrontEnd(ctx context.Context, cfg Config, size int, place rankpool.Place) (link.Conn, error) {
+// dialFrontEnd connects rank 0 to the front end and returns the link and a
+// function that dials again with the same proof (the token file is read
+// once, here).
+func dialFrontEnd(ctx context.Context, cfg Config, size int, place rankpool.Place) (link.Conn, func(context.Context) (link.Conn, error), error) {
 	if cfg.Addr == "" || cfg.TokenFile == "" {
-		return nil, fmt.Errorf("mpiexec: rank 0 needs %s and %s", link.EnvAddr, link.EnvTokenFile)
+		return nil, nil, fmt.Errorf("mpiexec: rank 0 needs %s and %s", link.EnvAddr, link.EnvTokenFile)
 	}
 	token, err := link.ReadTokenFile(cfg.TokenFile)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	host, _ := os.Hostname()
 	workers := size - 1
@@ -216,24 +259,58 @@ func dialFrontEnd(ctx context.Context, cfg Config, size int, place rankpool.Plac
 		workers = 1
 	}
 	slots := max(cfg.Slots, 1)
-	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	conn, _, err := link.Dial(dctx, cfg.Addr, link.DialOptions{
-		Token: token,
-		Hello: serialize.Hello{
-			Block:   cfg.Block,
-			Ranks:   int32(size),
-			Workers: int32(workers * slots),
-			Host:    host,
-			PID:     int32(os.Getpid()),
-		},
-		PeerTimeout: cfg.PeerTimeout,
-		Logger:      cfg.Logger,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("mpiexec: dial front end %s: %w", cfg.Addr, err)
+	dial := func(ctx context.Context) (link.Conn, error) {
+		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		conn, _, err := link.Dial(dctx, cfg.Addr, link.DialOptions{
+			Token: token,
+			Hello: serialize.Hello{
+				Block:   cfg.Block,
+				Ranks:   int32(size),
+				Workers: int32(workers * slots),
+				Host:    host,
+				PID:     int32(os.Getpid()),
+			},
+			PeerTimeout:    cfg.PeerTimeout,
+			Logger:         cfg.Logger,
+			TLSFingerprint: cfg.TLSFingerprint,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("mpiexec: dial front end %s: %w", cfg.Addr, err)
+		}
+		return conn, nil
 	}
-	return conn, nil
+	conn, err := dial(ctx)
+	return conn, dial, err
+}
+
+// keepConnected dials the front end again each time the session's
+// connection breaks, until it is back, the grace passes or ctx ends.
+func keepConnected(ctx context.Context, sess *link.Session, dial func(context.Context) (link.Conn, error), log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-sess.Broke():
+		}
+		for !sess.Connected() {
+			c, err := dial(ctx)
+			if err == nil {
+				if err := sess.Resume(c); err != nil {
+					_ = c.Close()
+					return // the grace has passed: the block shuts down
+				}
+				log.Info("reconnected to the front end")
+				break
+			}
+			log.Debug("dialling the front end again failed", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}
 }
 
 // transport carries one rank's messages: to and from other ranks over MPI,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 
 	"github.com/rankfarm/rankfarm/bench"
@@ -33,6 +34,8 @@ Flags:
 	prefetch := fs.Int("prefetch", 0, "tasks a worker may hold per slot (0 = the executor's default)")
 	slots := fs.Int("slots", 0, "tasks each worker runs at once (0 = 1)")
 	jsonOut := fs.Bool("json", false, "print one JSON object instead of a table")
+	linkKind := fs.String("link", "tcp", "how the front end and the block talk: tcp, or queue (batch files in a shared directory)")
+	queueDir := fs.String("queue-dir", "", "with --link queue: the queue's directory (default: a fresh one under the system's temporary directory, removed after)")
 	if err := parse(fs, args, stderr); err != nil {
 		return err
 	}
@@ -40,11 +43,33 @@ Flags:
 		fmt.Fprintln(stderr, "rankfarm bench: --np must be at least 1; counts must not be negative")
 		return errUsage
 	}
-	ex, err := frontend.Start(ctx, frontend.Options{NP: *np, Prefetch: *prefetch, MaxPrefetch: *maxPrefetch, Slots: *slots})
+	opt := frontend.Options{NP: *np, Prefetch: *prefetch, MaxPrefetch: *maxPrefetch, Slots: *slots}
+	switch *linkKind {
+	case "tcp":
+		if *queueDir != "" {
+			fmt.Fprintln(stderr, "rankfarm bench: --queue-dir needs --link queue")
+			return errUsage
+		}
+	case "queue":
+		opt.QueueDir = *queueDir
+		if opt.QueueDir == "" {
+			dir, err := os.MkdirTemp("", "rankfarm-bench-queue-")
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(dir)
+			opt.QueueDir = dir
+		}
+	default:
+		fmt.Fprintf(stderr, "rankfarm bench: --link %q: want tcp or queue\n", *linkKind)
+		return errUsage
+	}
+	ex, err := frontend.Start(ctx, opt)
 	if err != nil {
 		return err
 	}
 	res, err := bench.Run(ctx, ex, *np, *tasks, *rounds)
+	res.Link = *linkKind
 	if cerr := ex.Close(); err == nil {
 		err = cerr
 	}

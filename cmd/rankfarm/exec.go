@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/rankfarm/rankfarm/internal/link"
+	"github.com/rankfarm/rankfarm/internal/qlink"
 	"github.com/rankfarm/rankfarm/mpiexec"
 	"github.com/spf13/pflag"
 )
@@ -22,6 +23,10 @@ connects to the front end, the others become sub-masters and workers. The
 built-in apps noop, echo, sleep and shell are served. The run's token is read
 from a file (never from the command line).
 
+Where compute nodes cannot open a socket to the front end, --queue DIR makes
+rank 0 take its tasks from, and leave its results in, a queue directory on a
+filesystem both see (mode 0700, owned by you); the front end opens it first.
+
 Flags (each defaults to the environment variable named):
 `)
 		fs.PrintDefaults()
@@ -31,6 +36,7 @@ Flags (each defaults to the environment variable named):
 		return err
 	}
 	fs.StringVar(&cfg.Addr, "addr", cfg.Addr, "front end address host:port that rank 0 dials ($"+link.EnvAddr+")")
+	fs.StringVar(&cfg.QueueDir, "queue", cfg.QueueDir, "serve the shared-filesystem queue in this directory instead of dialling --addr ($"+qlink.EnvQueue+")")
 	fs.StringVar(&cfg.TokenFile, "token-file", cfg.TokenFile, "file holding the run's secret token, mode 0600 ($"+link.EnvTokenFile+")")
 	fs.StringVar(&cfg.Block, "block", cfg.Block, "this block's id, reported in the handshake ($"+link.EnvBlock+")")
 	fs.IntVar(&cfg.Slots, "slots", cfg.Slots, "tasks each worker runs at once; more than 1 suits I/O-bound apps (0 = 1) ($"+mpiexec.EnvSlots+")")

@@ -1,7 +1,9 @@
 // Command rankfarm is the stock rankfarm binary.
 //
 //	rankfarm exec      serve as a rank of a block (what mpirun starts)
+//	rankfarm run       run each line of a file as a shell task
 //	rankfarm bench     run the standard benchmarks on this machine
+//	rankfarm sim       simulate a block of up to millions of workers
 //	rankfarm version   print the version
 //
 // Run "rankfarm COMMAND --help" for a command's flags.
@@ -36,7 +38,9 @@ const usage = `rankfarm: a parallel scripting executor on one mpirun-launched ra
 
 Usage:
   rankfarm exec [flags]      serve as a rank of a block (what mpirun starts)
+  rankfarm run [flags] FILE  run each line of FILE as a shell task (a task farm)
   rankfarm bench [flags]     no-op throughput and single-task latency on this machine
+  rankfarm sim [flags]       the real scheduler on a virtual clock, up to millions of workers
   rankfarm version           print the version
 
 Run "rankfarm COMMAND --help" for a command's flags.
@@ -59,6 +63,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdExec(context.Background(), args[1:], stderr)
 	case "bench":
 		err = cmdBench(ctx, args[1:], stdout, stderr)
+	case "run":
+		err = cmdRun(ctx, args[1:], stdout, stderr)
+	case "sim":
+		err = cmdSim(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "rankfarm", versionString())
 	case "help", "-h", "--help":

@@ -7,6 +7,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -160,6 +161,9 @@ type ListenOptions struct {
 	// Logger receives a line for every refused connection (default
 	// slog.Default()).
 	Logger *slog.Logger
+	// TLS, when set, makes the Listener speak TLS (see NewTLSIdentity); the
+	// token handshake then runs inside it.
+	TLS *tls.Config
 }
 
 // Listener is the front end's end of the TCP link: it accepts connections,
@@ -210,6 +214,9 @@ func Listen(ctx context.Context, addr string, opt ListenOptions) (*Listener, err
 	ln, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("link: listen on %s: %w", addr, err)
+	}
+	if opt.TLS != nil {
+		ln = tls.NewListener(ln, opt.TLS)
 	}
 	lctx, cancel := context.WithCancel(context.Background())
 	l := &Listener{
@@ -394,6 +401,9 @@ type DialOptions struct {
 	MaxFrame int
 	// Logger receives the link's debug lines (default slog.Default()).
 	Logger *slog.Logger
+	// TLSFingerprint, when set, makes Dial speak TLS and accept only the
+	// front end certificate with this SHA-256 fingerprint.
+	TLSFingerprint []byte
 }
 
 // Dial connects rank 0 to the front end at addr and runs the handshake: it
@@ -422,6 +432,9 @@ func Dial(ctx context.Context, addr string, opt DialOptions) (Conn, *serialize.W
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, nil, fmt.Errorf("link: dial %s: %w", addr, err)
+	}
+	if len(opt.TLSFingerprint) > 0 {
+		nc = tls.Client(nc, clientTLS(opt.TLSFingerprint))
 	}
 	c, w, err := dialHandshake(ctx, nc, &opt)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rankfarm/rankfarm/serialize"
@@ -121,6 +122,23 @@ type tcpConn struct {
 	done        chan struct{}       // closed when err is set
 
 	wg sync.WaitGroup
+
+	// A Session that adopts the link hooks its acknowledgements in: every
+	// Heartbeat then carries ackOut() (the data messages received so far)
+	// and goes out every heartbeat interval even under load, and ackIn
+	// receives the peer's. beatNow asks the writer for a heartbeat at once.
+	ackOut  atomic.Pointer[func() uint64]
+	ackIn   atomic.Pointer[func(uint64)]
+	beatNow atomic.Bool
+}
+
+// hookAcks makes the link carry a Session's acknowledgements and sends the
+// first at once.
+func (c *tcpConn) hookAcks(out func() uint64, in func(uint64)) {
+	c.ackOut.Store(&out)
+	c.ackIn.Store(&in)
+	c.beatNow.Store(true)
+	c.signal()
 }
 
 // newTCPConn starts the link's goroutines over an authenticated connection.
@@ -270,9 +288,20 @@ func (c *tcpConn) readLoop() {
 			c.fail(c.readError(err))
 			return
 		}
-		if m.Kind() != serialize.KindHeartbeat { // a heartbeat only refreshed the read deadline
+		if m.Kind() != serialize.KindHeartbeat {
 			batch = append(batch, m)
-		}
+		} else if in := c.ackIn.Load(); in != nil && m.(*serialize.Heartbeat).Seq > 0 {
+			// Deliver what came before it first: the acknowledgement may
+			// make the Session resend, and order must hold.
+			if len(batch) > 0 {
+				if c.in.putAll(batch) != nil {
+					return
+				}
+				clear(batch)
+				batch = batch[:0]
+			}
+			(*in)(m.(*serialize.Heartbeat).Seq - 1)
+		} // else a heartbeat only refreshed the read deadline
 		// Hand the messages over at once unless another whole frame is
 		// already buffered: then decoding it cannot block, and one lock
 		// and one wake-up serve them all.
@@ -329,6 +358,7 @@ func (c *tcpConn) writeLoop() {
 		batch    []serialize.Message
 		hb       serialize.Heartbeat
 		lastSent = time.Now()
+		lastBeat = time.Now()
 	)
 	for {
 		beat := false
@@ -337,7 +367,13 @@ func (c *tcpConn) writeLoop() {
 		case <-tick:
 			// The timer is not reset on every flush (that would cost a
 			// timer operation per batch under load); it checks instead.
-			if idle := time.Since(lastSent); idle < c.opt.heartbeat {
+			// With a Session's acknowledgements hooked in, a heartbeat goes
+			// out every interval, busy or not.
+			since := lastSent
+			if c.ackOut.Load() != nil {
+				since = lastBeat
+			}
+			if idle := time.Since(since); idle < c.opt.heartbeat {
 				timer.Reset(c.opt.heartbeat - idle)
 				continue
 			}
@@ -355,6 +391,9 @@ func (c *tcpConn) writeLoop() {
 		batch, c.out = c.out, batch[:0]
 		closing := c.closing
 		c.mu.Unlock()
+		if c.beatNow.Swap(false) {
+			beat = true
+		}
 
 		if len(batch) == 0 && !beat && !closing {
 			continue
@@ -372,9 +411,16 @@ func (c *tcpConn) writeLoop() {
 				return
 			}
 		}
-		if beat && len(batch) == 0 {
-			hb.Seq++
+		ackOut := c.ackOut.Load()
+		if beat && (len(batch) == 0 || ackOut != nil) {
+			// Seq 0 acknowledges nothing; n+1 acknowledges n data
+			// messages received.
+			hb.Seq = 0
+			if ackOut != nil {
+				hb.Seq = (*ackOut)() + 1
+			}
 			hb.Time = time.Now().UnixNano()
+			lastBeat = time.Now()
 			if err := c.wr.Write(&hb); err != nil {
 				c.fail(c.writeError(err))
 				return
