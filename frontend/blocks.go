@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"github.com/rankfarm/rankfarm/provider"
 	"os"
 	"runtime"
 	"strconv"
@@ -37,6 +38,9 @@ type launchSpec struct {
 	launcher     launch.Launcher
 	env          map[string]string // without the block's name
 	startTimeout time.Duration
+	prov         provider.Provider  // nil: the executor launches the blocks itself
+	block        provider.BlockSpec // the resources each block asks prov for
+	runDir       string
 }
 
 // setup prepares what the blocks share: the run directory, the token file
@@ -45,7 +49,11 @@ func (e *Executor) setup(ctx context.Context, opt Options) (err error) {
 	if os.Getenv(EnvExec) == "1" {
 		return fmt.Errorf("frontend: this process is a rank of a block (%s=1) and must not start another; call mpiexec.Main() first thing in main", EnvExec)
 	}
-	s := &launchSpec{np: opt.NP, exe: opt.WorkerBinary, args: opt.WorkerArgs, launcher: opt.Launcher, startTimeout: opt.StartTimeout}
+	s := &launchSpec{np: opt.NP, exe: opt.WorkerBinary, args: opt.WorkerArgs, launcher: opt.Launcher, startTimeout: opt.StartTimeout,
+		prov: opt.Provider, block: opt.Block}
+	if s.np <= 0 && s.prov != nil && s.block.RanksPerNode > 0 {
+		s.np = max(s.block.NodesPerBlock, 1) * s.block.RanksPerNode
+	}
 	if s.np <= 0 {
 		s.np = runtime.NumCPU()
 	}
@@ -72,6 +80,7 @@ func (e *Executor) setup(ctx context.Context, opt Options) (err error) {
 	} else if err = os.MkdirAll(opt.RunDir, 0o700); err != nil {
 		return fmt.Errorf("frontend: make the run directory: %w", err)
 	}
+	s.runDir = opt.RunDir
 	if root := queueRoot(opt); root != "" {
 		return e.setupQueue(root, opt, s) // no socket, no token: see queue.go
 	}
@@ -219,26 +228,44 @@ func (e *Executor) startBlock(ctx context.Context, name string) (b *block, err e
 	e.mu.Lock()
 	e.awaiting[name] = wait
 	e.mu.Unlock()
-	proc, err := launch.Start(ctx, cmd)
+	var proc blockProc
+	if s.prov != nil {
+		proc, err = e.submitJob(ctx, name, provider.Command(cmd), env)
+	} else {
+		var p *launch.Process
+		if p, err = launch.Start(ctx, cmd); err == nil {
+			proc = localProc{p}
+		}
+		err = fmtErr(err)
+	}
 	if err != nil {
 		e.mu.Lock()
 		delete(e.awaiting, name)
 		e.mu.Unlock()
-		return nil, fmt.Errorf("frontend: %w", err)
+		return nil, err
 	}
 	e.log.Debug("block launched", "block", name, "np", s.np, "pid", proc.Pid(), "addr", e.Addr(), "queue", e.queueRun)
 
-	timer := time.NewTimer(s.startTimeout)
-	defer timer.Stop()
+	// The start timeout counts from when the block runs: a batch job may
+	// wait in the queue for hours.
+	var timeout <-chan time.Time
+	started := running(proc)
 	var got accepted
-	select {
-	case got = <-wait:
-	case <-proc.Done():
-		err = fmt.Errorf("the launcher exited before the block connected: %v; its last output:\n%s", proc.Wait(context.Background()), tail.String())
-	case <-timer.C:
-		err = fmt.Errorf("the block did not connect within %v; the launcher's last output:\n%s", s.startTimeout, tail.String())
-	case <-ctx.Done():
-		err = ctx.Err()
+	for got.conn == nil && err == nil {
+		select {
+		case got = <-wait:
+		case <-started:
+			started = nil
+			timer := time.NewTimer(s.startTimeout)
+			defer timer.Stop()
+			timeout = timer.C
+		case <-proc.Done():
+			err = fmt.Errorf("the launcher or job exited before the block connected: %v; the launcher's last output:\n%s", proc.Wait(context.Background()), tail.String())
+		case <-timeout:
+			err = fmt.Errorf("the block did not connect within %v; the launcher's last output:\n%s", s.startTimeout, tail.String())
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
 	}
 	if got.conn == nil {
 		e.mu.Lock()
@@ -258,7 +285,7 @@ func (e *Executor) startBlock(ctx context.Context, name string) (b *block, err e
 		delete(e.awaiting, name)
 		e.mu.Unlock()
 		e.log.Debug("block joined its queue", "block", hello.Block, "ranks", hello.Ranks, "workers", hello.Workers, "host", hello.Host, "queue", front.Dir())
-		return &block{name: name, conn: front, hello: hello, proc: proc}, nil
+		return &block{name: name, conn: front, hello: hello, proc: proc, idleSince: e.scaling.now()}, nil
 	}
 	sess, err := link.NewSession(conn, e.grace, name, e.log)
 	if err != nil {
@@ -267,7 +294,7 @@ func (e *Executor) startBlock(ctx context.Context, name string) (b *block, err e
 		return nil, fmt.Errorf("frontend: %w", err)
 	}
 	e.log.Debug("block connected", "block", hello.Block, "ranks", hello.Ranks, "workers", hello.Workers, "host", hello.Host)
-	return &block{name: name, conn: sess, sess: sess, hello: hello, proc: proc}, nil
+	return &block{name: name, conn: sess, sess: sess, hello: hello, proc: proc, idleSince: e.scaling.now()}, nil
 }
 
 // replace launches a block in place of a lost one, and again after a

@@ -26,6 +26,7 @@ import (
 	"github.com/rankfarm/rankfarm/internal/qlink"
 	"github.com/rankfarm/rankfarm/internal/registry"
 	"github.com/rankfarm/rankfarm/launch"
+	"github.com/rankfarm/rankfarm/provider"
 	"github.com/rankfarm/rankfarm/rankpool"
 	"github.com/rankfarm/rankfarm/serialize"
 )
@@ -151,6 +152,24 @@ type Options struct {
 	// still be run again; 0 means DefaultLostRetries, a negative value none.
 	// It is apart from Retries, which is for the app's own failures.
 	LostRetries int
+	// Provider, when set, gets the blocks from a batch system (provider.Slurm,
+	// provider.PBSPro) or from this machine (provider.Local) instead of the
+	// executor launching mpirun itself: each block is a job whose launch
+	// command (Launcher's, by default mpirun) starts the ranks, whose rank 0
+	// dials back to BlockAddr or the listener. The run directory (RunDir)
+	// holds the job scripts and the token file, so compute nodes must see
+	// it. With a Provider, Start returns at once and the blocks come and go
+	// by Scaling; NP defaults to Block's nodes × ranks per node.
+	Provider provider.Provider
+	// Block is what each block asks the Provider for: nodes, ranks per
+	// node, walltime, partition, account, QoS, directives, a worker-init
+	// snippet, scheduler options. Its Name, Command and Env are the
+	// executor's to fill; its RunDir defaults to the run directory.
+	Block provider.BlockSpec
+	// Scaling is the block strategy (init, min and max blocks, idle
+	// timeout); see Scaling. It is used with a Provider or when it asks for
+	// more than one block.
+	Scaling Scaling
 	// Logger receives the executor's log lines; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -240,8 +259,13 @@ type block struct {
 	credit   int64
 	inflight map[uint64]*task
 	lost     bool
-	proc     *launch.Process // the block's launcher process; nil for Options.Conn
-	sess     *link.Session   // conn as a resumable session; nil for Options.Conn
+	proc     blockProc     // the block's launcher or job; nil for Options.Conn
+	sess     *link.Session // conn as a resumable session; nil for Options.Conn
+	// draining is set when the strategy gives the block back: no task is
+	// sent to it any more. idleSince is when its last task was answered
+	// (zero while it has tasks).
+	draining  bool
+	idleSince time.Time
 
 	sendMu   sync.Mutex    // orders TaskBatches before Shutdown
 	acked    chan struct{} // closed on the block's Shutdown acknowledgement
@@ -286,7 +310,11 @@ type Executor struct {
 	restarts      int // replacements launched so far
 	restartBudget int
 	lostBudget    int
-	bg            sync.WaitGroup // receivers, replacements, stops
+	bg            sync.WaitGroup      // receivers, replacements, stops
+	scaling       Scaling             // the strategy; Max 0 when it is off
+	failures      int                 // blocks that failed to start or were lost (strategy)
+	scaleErr      error               // set when failures passed the budget
+	jobs          map[string]*jobProc // a Provider's jobs, by id (mu)
 
 	// What Start set up to launch blocks; nil with Options.Conn.
 	spec      *launchSpec
@@ -314,6 +342,8 @@ func Start(ctx context.Context, opt Options) (*Executor, error) {
 		log = slog.Default()
 	}
 	e := newExecutor(opt, log)
+	e.scaling = initScaling(opt)
+	e.jobs = make(map[string]*jobProc)
 	ckpt, err := openCheckpoint(opt.Checkpoint, opt.CheckpointSync, opt.CheckpointInterval, log)
 	if err != nil {
 		return nil, err
@@ -331,6 +361,11 @@ func Start(ctx context.Context, opt Options) (*Executor, error) {
 		_ = e.release()
 		_ = e.ckpt.close()
 		return nil, err
+	}
+	if e.elastic() {
+		e.startElastic()
+		watchSignals(e)
+		return e, nil
 	}
 	b, err := e.startBlock(ctx, "b0")
 	if err != nil {
@@ -409,8 +444,12 @@ type BlockInfo struct {
 	// Name is the block's name (b0, b1, … in launch order; "local" for
 	// Options.Conn).
 	Name string
-	// PID is the launcher's process id (mpirun's), 0 for Options.Conn.
+	// PID is the launcher's process id (mpirun's), 0 for Options.Conn and
+	// for a batch job.
 	PID int
+	// Job is the block's job id at the Provider ("4242" for Slurm), "" when
+	// the executor launched the block itself.
+	Job string
 	// Ranks and Workers are the block's world size and task slots; Host is
 	// rank 0's host.
 	Ranks, Workers int
@@ -431,6 +470,9 @@ func (e *Executor) Blocks() []BlockInfo {
 		bi := BlockInfo{Name: b.name, InFlight: len(b.inflight), Credit: b.credit}
 		if b.proc != nil {
 			bi.PID = b.proc.Pid()
+		}
+		if j, ok := b.proc.(*jobProc); ok {
+			bi.Job = j.job.ID
 		}
 		if b.hello != nil {
 			bi.Ranks, bi.Workers, bi.Host = int(b.hello.Ranks), int(b.hello.Workers), b.hello.Host
@@ -787,7 +829,7 @@ func (e *Executor) sendBatch(b *block) bool {
 	defer b.sendMu.Unlock()
 	e.mu.Lock()
 	n := min(b.credit, int64(len(e.ready)-e.readyHead), maxBatch)
-	if e.closing || b.lost || n <= 0 {
+	if e.closing || b.lost || b.draining || n <= 0 {
 		e.mu.Unlock()
 		return false
 	}
@@ -815,6 +857,9 @@ func (e *Executor) sendBatch(b *block) bool {
 		e.ready, e.readyHead = e.ready[:k], 0
 	}
 	b.credit -= int64(len(tasks))
+	if len(tasks) > 0 {
+		b.idleSince = time.Time{}
+	}
 	e.mu.Unlock()
 	if len(tasks) == 0 {
 		return true
@@ -856,7 +901,7 @@ func (e *Executor) receive(b *block) {
 				close(b.acked)
 				return
 			}
-			e.blockLost(b, fmt.Errorf("the block shut down: %s", m.Reason))
+			e.blockLost(b, fmt.Errorf("the block shut down: %s", m.Reason)) // or, drained, retires
 			return
 		default:
 			e.log.Warn("unexpected message from the block", "block", b.name, "kind", m.Kind())
@@ -902,6 +947,9 @@ func (e *Executor) onResults(b *block, rb *serialize.ResultBatch) {
 		}
 		e.resolve(t, nil, &TaskError{ID: t.id, App: t.app, Kind: r.Err, Msg: r.Msg, Stack: r.Stack, Rank: int(r.Rank), Attempts: int(t.attempt) + 1})
 	}
+	if len(b.inflight) == 0 && b.idleSince.IsZero() {
+		b.idleSince = e.scaling.now()
+	}
 	e.mu.Unlock()
 	if len(unknown) > 0 {
 		e.log.Warn("results for tasks not in flight ignored (unknown or already resolved)", "block", b.name, "ids", unknown)
@@ -926,9 +974,16 @@ func (e *Executor) blockLost(b *block, cause error) {
 		e.blocks = slices.Delete(e.blocks, i, i+1)
 	}
 	msg := fmt.Sprintf("block %s lost: %v", b.name, cause)
+	retired := b.draining // given back by the strategy: not a failure
 	requeued, failed := 0, 0
 	for id, t := range b.inflight {
 		delete(b.inflight, id)
+		if retired && !e.closing {
+			e.stats.InFlight--
+			requeued++
+			e.pushReady(t)
+			continue
+		}
 		if int(t.lost) < e.lostBudget && !e.closing {
 			t.lost++
 			e.stats.InFlight--
@@ -940,17 +995,25 @@ func (e *Executor) blockLost(b *block, cause error) {
 		failed++
 		e.resolve(t, nil, &TaskError{ID: t.id, App: t.app, Kind: serialize.ErrLost, Msg: fmt.Sprintf("%s (the task was on %d lost blocks)", msg, t.lost+1), Rank: -1, Attempts: int(t.attempt) + 1})
 	}
-	restart := e.spec != nil && !e.closing && e.restarts < e.restartBudget
+	restart := e.spec != nil && !e.closing && !e.elastic() && e.restarts < e.restartBudget
 	if restart {
 		e.restarts++
 		e.starting++
 		e.bg.Add(1)
 	}
-	if len(e.blocks) == 0 && e.starting == 0 && !e.closing {
+	switch {
+	case e.closing:
+	case e.elastic() && !retired:
+		e.blockFailed(errors.New(msg)) // the strategy asks for another
+	case !e.elastic() && len(e.blocks) == 0 && e.starting == 0:
 		e.breakDown(errors.New("no block to run on: " + msg))
 	}
 	e.mu.Unlock()
-	e.log.Error("block lost", "block", b.name, "err", cause, "requeued", requeued, "failed", failed, "replacing", restart)
+	if retired {
+		e.log.Info("block scaled in", "block", b.name, "ended", cause, "requeued", requeued)
+	} else {
+		e.log.Error("block lost", "block", b.name, "err", cause, "requeued", requeued, "failed", failed, "replacing", restart)
+	}
 	_ = b.conn.Close()
 	if b.proc != nil {
 		e.bg.Add(1)

@@ -70,6 +70,7 @@ type runFlags struct {
 	interval           time.Duration
 	mpirun, mpirunArgs string
 	logLevel           string
+	blocks             blockFlags
 }
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -84,6 +85,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.Usage = func() {
 		fmt.Fprint(stderr, runUsage)
 		fs.PrintDefaults()
+		fmt.Fprint(stderr, "\n"+blockUsage)
 	}
 	var f runFlags
 	fs.IntVar(&f.np, "np", runtime.NumCPU()+1, "ranks in the block: rank 0 schedules, NP-1 workers run commands")
@@ -105,6 +107,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&f.mpirun, "mpirun", "", "the mpirun to launch the block with (default: mpirun from $PATH)")
 	fs.StringVar(&f.mpirunArgs, "mpirun-args", "", "extra mpirun arguments, split at blanks (e.g. \"--hostfile hosts\")")
 	fs.StringVar(&f.logLevel, "log-level", "warn", "log level: debug, info, warn or error")
+	f.blocks.add(fs)
 	fs.SetInterspersed(true)
 	fs.SetOutput(stderr)
 	if err := fs.Parse(args); err != nil {
@@ -219,12 +222,16 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return err
 		}
 	}
-	ex, err := frontend.Start(ctx, frontend.Options{
+	opt := frontend.Options{
 		NP:       f.np,
 		Slots:    f.slots,
 		Launcher: launch.MPIRun{Path: f.mpirun, ExtraArgs: strings.Fields(f.mpirunArgs)},
 		Logger:   log,
-	})
+	}
+	if err := f.blocks.apply(&opt, f.np, log); err != nil {
+		return usageErr("%v", err)
+	}
+	ex, err := frontend.Start(ctx, opt)
 	if err != nil {
 		return err
 	}
