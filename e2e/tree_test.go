@@ -110,6 +110,9 @@ func TestThreeLevelTree(t *testing.T) {
 	}
 
 	ex := startTree(t, np, fanout)
+	bs := ex.Blocks()
+	require.Len(t, bs, 1)
+	assert.Equal(t, topo.Workers(), bs[0].Workers, "the block offers its workers' slots, not its sub-masters'")
 	ctx := testCtx(t, 10*time.Minute)
 	futs := make([]*frontend.Future[int64], n)
 	for i := range futs {

@@ -184,12 +184,21 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("mpiexec: start MPI: %w", err)
 	}
 	log := cfg.Logger.With("rank", ep.Rank())
-	place := rankpool.Layout(ep.Rank(), ep.Size(), ep.NodeOf(), cfg.Fanout)
+	topo, err := rankpool.NewTopology(ep.Size(), ep.NodeOf(), cfg.Fanout)
+	if err != nil {
+		log.Error("no tree for this world; aborting the block", "err", err)
+		ep.Abort(3)
+		return fmt.Errorf("mpiexec: %w", err)
+	}
+	place := topo.Place(ep.Rank())
+	// The task slots the block offers: its workers (not its sub-masters),
+	// each running Slots tasks at once.
+	slots := max(topo.Workers(), 1) * max(cfg.Slots, 1)
 	tr := newTransport(ep, place.Rank)
 
 	if place.Rank == 0 && cfg.QueueDir != "" {
 		// The shared-filesystem queue instead of TCP (see queue.go).
-		conn, err := joinQueue(ctx, cfg, ep.Size())
+		conn, err := joinQueue(ctx, cfg, ep.Size(), slots)
 		if err != nil {
 			log.Error("rank 0 cannot join the queue; aborting the block", "err", err)
 			ep.Abort(3)
@@ -200,7 +209,7 @@ func Run(ctx context.Context, cfg Config) error {
 		go tr.pumpUpstream(ctx, conn, log)
 		go tr.onSignal(ctx, log)
 	} else if place.Rank == 0 {
-		first, redial, err := dialFrontEnd(ctx, cfg, ep.Size(), place)
+		first, redial, err := dialFrontEnd(ctx, cfg, ep.Size(), slots)
 		var conn *link.Session
 		if err == nil {
 			conn, err = link.NewSession(first, cfg.ReconnectGrace, "front end", log)
@@ -245,7 +254,7 @@ func Run(ctx context.Context, cfg Config) error {
 // dialFrontEnd connects rank 0 to the front end and returns the link and a
 // function that dials again with the same proof (the token file is read
 // once, here).
-func dialFrontEnd(ctx context.Context, cfg Config, size int, place rankpool.Place) (link.Conn, func(context.Context) (link.Conn, error), error) {
+func dialFrontEnd(ctx context.Context, cfg Config, size, slots int) (link.Conn, func(context.Context) (link.Conn, error), error) {
 	if cfg.Addr == "" || cfg.TokenFile == "" {
 		return nil, nil, fmt.Errorf("mpiexec: rank 0 needs %s and %s", link.EnvAddr, link.EnvTokenFile)
 	}
@@ -254,11 +263,6 @@ func dialFrontEnd(ctx context.Context, cfg Config, size int, place rankpool.Plac
 		return nil, nil, err
 	}
 	host, _ := os.Hostname()
-	workers := size - 1
-	if size == 1 {
-		workers = 1
-	}
-	slots := max(cfg.Slots, 1)
 	dial := func(ctx context.Context) (link.Conn, error) {
 		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
@@ -267,7 +271,7 @@ func dialFrontEnd(ctx context.Context, cfg Config, size int, place rankpool.Plac
 			Hello: serialize.Hello{
 				Block:   cfg.Block,
 				Ranks:   int32(size),
-				Workers: int32(workers * slots),
+				Workers: int32(slots),
 				Host:    host,
 				PID:     int32(os.Getpid()),
 			},

@@ -164,7 +164,8 @@ func (m *mailbox) pump() {
 // others). The caller drives the tree through l.UpSend and l.UpInbox, and
 // may Close l once it has read what it needs.
 func RunLocal(ctx context.Context, l *Local, nodeOf []int, fanout int, run Runner, cfg Config) error {
-	if err := CheckLayout(0, l.size, nodeOf); err != nil {
+	topo, err := NewTopology(l.size, nodeOf, fanout)
+	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -173,7 +174,7 @@ func RunLocal(ctx context.Context, l *Local, nodeOf []int, fanout int, run Runne
 	var wg sync.WaitGroup
 	for r := range l.size {
 		wg.Go(func() {
-			p := Layout(r, l.size, nodeOf, fanout)
+			p := topo.Place(r)
 			if err := Run(ctx, p, l.Rank(r), run, cfg); err != nil {
 				errs[r] = err
 				cancel()
