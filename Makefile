@@ -1,6 +1,7 @@
 # rankfarm — make targets. `make run` and `make test` work on a fresh Debian or
-# Ubuntu machine: they install OpenMPI with apt when it is missing and you are
-# root, and otherwise print the command to run.
+# Ubuntu machine: they install OpenMPI (MPICH with MPI=mpich) with apt when it
+# is missing and you are root, and otherwise print the command to run. MPI=mpich
+# builds the binding with -tags mpich, and the launcher is then mpirun.mpich.
 
 SHELL     := /bin/bash
 GO        ?= go
@@ -16,7 +17,7 @@ export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 endif
 
-.PHONY: all build run test unit e2e nompi lint bench fuzz mpi slurm slurm-stop clean
+.PHONY: all build run test unit e2e e2e-queue nompi lint bench fuzz mpi slurm slurm-stop clean
 
 all: build
 
@@ -31,8 +32,9 @@ run: mpi
 	$(GO) run $(GOFLAGS_T) ./examples/workflow
 
 ## test: lint, unit tests with -race, the nompi build, the MPI end-to-end suite
+## over TCP and over the shared-filesystem queue
 ## (and, as root, the provider tests on a real single-node Slurm)
-test: mpi lint nompi slurm unit e2e slurm-stop
+test: mpi lint nompi slurm unit e2e e2e-queue slurm-stop
 
 ## slurm: start the single-node Slurm of the provider tests (as root; installs
 ## slurm-wlm and munge with apt when missing); without root the tests skip it
@@ -60,14 +62,19 @@ e2e:
 	$(GO) test $(GOFLAGS_T) -count=1 -timeout 900s -v ./e2e/ 2>&1 | tee /tmp/rankfarm-e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; \
 	  exit $${PIPESTATUS[0]}
 
+## e2e-queue: the same end-to-end suite over the shared-filesystem queue link
+e2e-queue:
+	RANKFARM_E2E_LINK=queue $(GO) test $(GOFLAGS_T) -count=1 -timeout 900s -v ./e2e/ 2>&1 | tee /tmp/rankfarm-e2e-queue.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; \
+	  exit $${PIPESTATUS[0]}
+
 ## bench: the standard benchmark on this machine
 bench: build
 	./$(BIN) bench --np $(NP) --tasks 200000
 
-fuzz:
-	@set -e; for pkg in $$($(GO) list ./...); do \
-	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
-	    echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+fuzz: mpi
+	@set -e; for pkg in $$($(GO) list $(GOFLAGS_T) ./...); do \
+	  for f in $$($(GO) test $(GOFLAGS_T) -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo "fuzz $$pkg $$f"; $(GO) test $(GOFLAGS_T) -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; done
 
 clean:

@@ -82,13 +82,19 @@
 // # Polling
 //
 // Each end polls one directory: the front end results/, a block with credit
-// tasks/. Right after a poll that found work the next one follows at once;
-// otherwise the wait doubles from MinPoll (100 µs) up to MaxPoll (100 ms). An
-// idle block therefore costs one directory listing per 100 ms plus one
-// rename per heartbeat, and an idle front end the same. The latency floor of
-// a task round trip is the two polls and two file writes: under load about
-// the MinPoll (in practice Go's timer granularity, about 1 ms on Linux), and
-// after an idle spell up to MaxPoll on each side.
+// tasks/ (a block without credit only on its heartbeat). Right after a poll
+// that found work the next one follows at once; otherwise the wait is an
+// eighth of the time since work was last seen, from MinPoll (100 µs) up to
+// MaxPoll (100 ms), which it reaches after 0.8 s without work. An idle block
+// therefore costs ten listings of tasks/ a second (one a heartbeat without
+// credit), one listing of ctl/ and one rename per heartbeat; an idle front
+// end ten listings of results/ a second and two listings per heartbeat
+// (TestIdleQueueCostsLittle counts them). The latency floor of a task round
+// trip is two polls and two file writes: under load about MinPoll on each
+// side (in practice Go's timer granularity, about 1 ms on Linux: the queue
+// bench measures a p50 round trip of about 1.4 ms on local disk), and after
+// a quiet spell up to an eighth of that spell, at most MaxPoll, on each
+// side.
 package qlink
 
 // EnvQueue names the environment variable through which a launcher tells

@@ -55,8 +55,9 @@ type FrontOptions struct {
 	BlockTimeout time.Duration
 	// MinPoll and MaxPoll bound the adaptive poll interval, of the front
 	// end and of the blocks: right after a poll that found work the next
-	// comes at once, then the wait doubles from MinPoll up to MaxPoll.
-	// Defaults 100 µs and 100 ms.
+	// comes at once, then the wait is an eighth of the time since work was
+	// last seen, at least MinPoll and at most MaxPoll. Defaults 100 µs and
+	// 100 ms.
 	MinPoll, MaxPoll time.Duration
 	// Ahead is how many tasks per live block may wait in the queue beyond
 	// the credit the blocks announced: a block whose credit frees then

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -62,6 +63,50 @@ func TestRoundTrip(t *testing.T) {
 	_, err = f.Recv(ctx)
 	assert.ErrorIs(t, err, link.ErrClosed)
 	assert.ErrorIs(t, f.Send(&serialize.TaskBatch{}), link.ErrClosed)
+}
+
+// TestOwnerOnly: whatever the umask, Open makes the queue directory and
+// its subdirectories 0700 (its missing parents too) and both ends write
+// their files 0600.
+func TestOwnerOnly(t *testing.T) {
+	old := syscall.Umask(0)
+	t.Cleanup(func() { syscall.Umask(old) })
+	dir := filepath.Join(t.TempDir(), "a", "queue")
+	log, _ := newLogger(t)
+	f, err := Open(testCtx(t, 10*time.Second), dir, fastOptions(log))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = f.Close() })
+	b := joinBlock(t, dir, "b0")
+	_, err = f.WaitBlock(testCtx(t, 10*time.Second))
+	require.NoError(t, err)
+	require.NoError(t, b.Send(&serialize.Credit{N: 1}))
+	require.NoError(t, f.Send(&serialize.TaskBatch{Tasks: []serialize.Task{{ID: 1, App: "echo"}}}))
+	m, err := b.Recv(testCtx(t, 10*time.Second))
+	require.NoError(t, err)
+	require.Equal(t, serialize.KindTaskBatch, m.Kind())
+
+	want := map[string]os.FileMode{filepath.Dir(dir): 0o700}
+	require.NoError(t, filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			want[path] = 0o700
+		} else {
+			want[path] = 0o600
+		}
+		return nil
+	}))
+	assert.Contains(t, want, filepath.Join(dir, runFile))
+	assert.Contains(t, want, filepath.Join(b.claimDir, taskFileName('t', 1)))
+	for path, mode := range want {
+		fi, err := os.Stat(path)
+		if errors.Is(err, os.ErrNotExist) {
+			continue // a heartbeat moved on
+		}
+		require.NoError(t, err)
+		assert.Equal(t, mode, fi.Mode().Perm(), path)
+	}
 }
 
 func TestShutdownWithNoBlock(t *testing.T) {
@@ -346,6 +391,72 @@ func TestForeignFilesMovedAside(t *testing.T) {
 	require.NoError(t, f.Close())
 	assert.DirExists(t, filepath.Join(f.Dir(), dirBad))
 	assert.NoDirExists(t, filepath.Join(f.Dir(), dirTasks))
+}
+
+// TestAnotherUsersFilesRefused (as root): well-formed files that another
+// user put into the queue, a result file with a Hello and a task file of
+// the run, are refused for their owner and moved aside, and the queue keeps
+// working; a subdirectory that another user owns stops a block joining.
+func TestAnotherUsersFilesRefused(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to make files another user owns")
+	}
+	const nobody = 65534
+	t.Run("files", func(t *testing.T) {
+		f, logs := openFront(t, nil)
+		b := joinBlock(t, f.Dir(), "b0")
+		startEcho(t, b, 100, 0)
+		_, err := f.WaitBlock(testCtx(t, 10*time.Second))
+		require.NoError(t, err)
+
+		codec := serialize.NewCodec(serialize.Options{})
+		up, err := AppendFile(nil, codec, KindUp, f.Run(), []serialize.Message{
+			&serialize.Hello{Version: serialize.ProtocolVersion, Block: "intruder", Ranks: 2, Workers: 1},
+			&serialize.Credit{N: 1000},
+		})
+		require.NoError(t, err)
+		down, err := AppendFile(nil, codec, KindDown, f.Run(), []serialize.Message{
+			&serialize.TaskBatch{Tasks: []serialize.Task{{ID: 1 << 40, App: "echo"}}},
+		})
+		require.NoError(t, err)
+		for name, data := range map[string][]byte{
+			filepath.Join(dirResults, resultFileName("intruder-1-abcdef", 1)): up,
+			filepath.Join(dirTasks, taskFileName('t', 1<<42)):                 down,
+		} {
+			tmp := filepath.Join(f.Dir(), dirTmp, "intruder")
+			require.NoError(t, os.WriteFile(tmp, data, 0o600))
+			require.NoError(t, os.Chown(tmp, nobody, nobody))
+			require.NoError(t, os.Rename(tmp, filepath.Join(f.Dir(), name)))
+		}
+		require.Eventually(t, func() bool {
+			names, _ := listDir(filepath.Join(f.Dir(), dirBad))
+			return len(names) == 4
+		}, 10*time.Second, time.Millisecond, "each file and its .why in bad/")
+		waitLog(t, logs, "refused a file", "r-intruder", "owned by another user")
+		bad, _ := listDir(filepath.Join(f.Dir(), dirBad))
+		for _, n := range bad {
+			if strings.HasSuffix(n, ".why") {
+				why, err := os.ReadFile(filepath.Join(f.Dir(), dirBad, n))
+				require.NoError(t, err)
+				assert.Contains(t, string(why), "belongs to uid 65534", n)
+			}
+		}
+		assert.Equal(t, 1, f.Stats().Blocks, "the intruder's Hello was not taken")
+
+		d := newDriver(f)
+		require.NoError(t, d.run(testCtx(t, 30*time.Second), 1, 1000, nil))
+		d.requireExactlyOnce(t, 1, 1000)
+		assert.Zero(t, f.Stats().Lost)
+		assert.Zero(t, f.Stats().Ignored, "the intruder's task never ran")
+	})
+	t.Run("a subdirectory", func(t *testing.T) {
+		f, _ := openFront(t, nil)
+		require.NoError(t, os.Chown(filepath.Join(f.Dir(), dirTasks), nobody, nobody))
+		log, _ := newLogger(t)
+		_, err := Join(testCtx(t, 10*time.Second), f.Dir(), BlockOptions{Logger: log})
+		require.ErrorIs(t, err, ErrNotOwner)
+		assert.Contains(t, err.Error(), "uid 65534")
+	})
 }
 
 // TestRefusedDirectories: a queue that others may enter, that another user
