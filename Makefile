@@ -11,15 +11,23 @@ GOFLAGS_T := $(if $(TAGS),-tags $(TAGS),)
 FUZZTIME  ?= 20s
 NP        ?= 4
 BIN       := bin/rankfarm
+# The full logs of the end-to-end suite, one pair per user: /tmp is shared,
+# and one user cannot overwrite another's file there.
+E2E_LOG   := /tmp/rankfarm-e2e-$(shell id -un)
 
 ifeq ($(shell id -u),0)
 export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 endif
 
-.PHONY: all build run test unit e2e e2e-queue nompi lint bench fuzz mpi slurm slurm-stop clean
+.PHONY: all build run test unit e2e e2e-queue nompi lint bench fuzz mpi chromium slurm slurm-stop clean
 
 all: build
+
+## chromium: the headless browser of the dashboard test (as root; installs
+## Debian's chromium with apt when missing)
+chromium:
+	@./ci/ensure-chromium.sh
 
 mpi:
 	@MPI=$(MPI) ./ci/ensure-mpi.sh
@@ -34,7 +42,7 @@ run: mpi
 ## test: lint, unit tests with -race, the nompi build, the MPI end-to-end suite
 ## over TCP and over the shared-filesystem queue
 ## (and, as root, the provider tests on a real single-node Slurm)
-test: mpi lint nompi slurm unit e2e e2e-queue slurm-stop
+test: mpi chromium lint nompi slurm unit e2e e2e-queue slurm-stop
 
 ## slurm: start the single-node Slurm of the provider tests (as root; installs
 ## slurm-wlm and munge with apt when missing); without root the tests skip it
@@ -59,17 +67,18 @@ unit:
 	$(GO) test $(GOFLAGS_T) -race -count=1 -timeout 600s $$($(GO) list ./... | grep -v /e2e)
 
 e2e:
-	$(GO) test $(GOFLAGS_T) -count=1 -timeout 900s -v ./e2e/ 2>&1 | tee /tmp/rankfarm-e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; \
+	$(GO) test $(GOFLAGS_T) -count=1 -timeout 900s -v ./e2e/ 2>&1 | tee $(E2E_LOG).log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; \
 	  exit $${PIPESTATUS[0]}
 
 ## e2e-queue: the same end-to-end suite over the shared-filesystem queue link
 e2e-queue:
-	RANKFARM_E2E_LINK=queue $(GO) test $(GOFLAGS_T) -count=1 -timeout 900s -v ./e2e/ 2>&1 | tee /tmp/rankfarm-e2e-queue.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; \
+	RANKFARM_E2E_LINK=queue $(GO) test $(GOFLAGS_T) -count=1 -timeout 900s -v ./e2e/ 2>&1 | tee $(E2E_LOG)-queue.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; \
 	  exit $${PIPESTATUS[0]}
 
-## bench: the standard benchmark on this machine
+## bench: the standard benchmark on this machine; results.md, result.json
+## and the latency plot go to results/bench/ (git-ignored)
 bench: build
-	./$(BIN) bench --np $(NP) --tasks 200000
+	./$(BIN) bench --np $(NP) --tasks 200000 --out results/bench
 
 fuzz: mpi
 	@set -e; for pkg in $$($(GO) list $(GOFLAGS_T) ./...); do \

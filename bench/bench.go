@@ -35,6 +35,8 @@ type Result struct {
 	Errors        int     `json:"errors"`
 	// Link is how the front end and the block talked: "tcp" or "queue".
 	Link string `json:"link,omitempty"`
+	// Latencies are the latency run's round trips, sorted (for plots).
+	Latencies []time.Duration `json:"-"`
 }
 
 // echo is the built-in app that returns its argument: one future per task,
@@ -119,6 +121,7 @@ func Run(ctx context.Context, ex *frontend.Executor, np, tasks, rounds int) (Res
 		r.LatencyP99us = us(Percentile(lat, 0.99))
 		r.LatencyP999us = us(Percentile(lat, 0.999))
 		r.LatencyMaxUs = us(lat[len(lat)-1])
+		r.Latencies = lat
 		r.Errors += bad
 	}
 	return r, nil

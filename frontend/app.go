@@ -57,6 +57,7 @@ func encodeResult[R any](r R) ([]byte, error) {
 // the executor serves. Declare apps at package level, so that the block's
 // ranks (this same program, re-run) hold them too. A duplicate name panics.
 func NewApp1[A, R any](name string, fn func(context.Context, A) (R, error)) *App1[A, R] {
+	fn = staged1(fn) // stages the Files it takes and writes (file.go)
 	register(name, func(ctx context.Context, args []byte) ([]byte, error) {
 		var a A
 		if err := registry.DecodeArgs(args, &a); err != nil {
@@ -73,6 +74,7 @@ func NewApp1[A, R any](name string, fn func(context.Context, A) (R, error)) *App
 
 // NewApp2 is NewApp1 for an app of two arguments.
 func NewApp2[A, B, R any](name string, fn func(context.Context, A, B) (R, error)) *App2[A, B, R] {
+	fn = staged2(fn) // stages the Files it takes and writes (file.go)
 	register(name, func(ctx context.Context, args []byte) ([]byte, error) {
 		var a A
 		var b B
@@ -90,6 +92,7 @@ func NewApp2[A, B, R any](name string, fn func(context.Context, A, B) (R, error)
 
 // NewApp3 is NewApp1 for an app of three arguments.
 func NewApp3[A, B, C, R any](name string, fn func(context.Context, A, B, C) (R, error)) *App3[A, B, C, R] {
+	fn = staged3(fn) // stages the Files it takes and writes (file.go)
 	register(name, func(ctx context.Context, args []byte) ([]byte, error) {
 		var a A
 		var b B

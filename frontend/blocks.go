@@ -227,6 +227,7 @@ func (e *Executor) startBlock(ctx context.Context, name string) (b *block, err e
 	}
 	e.mu.Lock()
 	e.awaiting[name] = wait
+	e.mon.blockRequested(name)
 	e.mu.Unlock()
 	var proc blockProc
 	if s.prov != nil {

@@ -26,6 +26,7 @@ import (
 	"github.com/rankfarm/rankfarm/internal/qlink"
 	"github.com/rankfarm/rankfarm/internal/registry"
 	"github.com/rankfarm/rankfarm/launch"
+	"github.com/rankfarm/rankfarm/monitor"
 	"github.com/rankfarm/rankfarm/provider"
 	"github.com/rankfarm/rankfarm/rankpool"
 	"github.com/rankfarm/rankfarm/serialize"
@@ -170,6 +171,15 @@ type Options struct {
 	// timeout); see Scaling. It is used with a Provider or when it asks for
 	// more than one block.
 	Scaling Scaling
+	// Monitor, when set, records the run in a SQLite database: this file,
+	// or monitor.db in this directory (see package monitor and "rankfarm
+	// monitor"). "" means $RANKFARM_MONITOR, and no monitoring when that
+	// is unset too.
+	Monitor string
+	// MetricsAddr, when set, serves Prometheus metrics at
+	// http://MetricsAddr/metrics (see Executor.MetricsAddr). "" means
+	// $RANKFARM_METRICS_ADDR, and none when that is unset too.
+	MetricsAddr string
 	// Logger receives the executor's log lines; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -285,6 +295,7 @@ type Executor struct {
 	dispatchDone chan struct{}
 	blockScratch []*block // the dispatcher's own
 
+	mon        *monState // monitoring (monitor.go); nil when off
 	mu         sync.Mutex
 	room       sync.Cond // signalled when a task settles below maxPending
 	nextID     uint64
@@ -349,6 +360,10 @@ func Start(ctx context.Context, opt Options) (*Executor, error) {
 		return nil, err
 	}
 	e.ckpt = ckpt
+	if err := e.startMonitor(opt); err != nil { // monitor.go
+		_ = e.ckpt.close()
+		return nil, err
+	}
 	go e.dispatch()
 	if opt.Conn != nil {
 		e.serve(&block{name: "local", conn: opt.Conn})
@@ -360,6 +375,7 @@ func Start(ctx context.Context, opt Options) (*Executor, error) {
 		e.bg.Wait()
 		_ = e.release()
 		_ = e.ckpt.close()
+		e.stopMonitor()
 		return nil, err
 	}
 	if e.elastic() {
@@ -374,6 +390,7 @@ func Start(ctx context.Context, opt Options) (*Executor, error) {
 		e.bg.Wait()
 		_ = e.release()
 		_ = e.ckpt.close()
+		e.stopMonitor()
 		return nil, err
 	}
 	e.serve(b)
@@ -417,6 +434,7 @@ func (e *Executor) serve(b *block) {
 	b.recvDone = make(chan struct{})
 	e.mu.Lock()
 	e.blocks = append(e.blocks, b)
+	e.mon.blockEvent(monitor.BlockConnected, b, "", nil)
 	e.mu.Unlock()
 	e.bg.Add(1)
 	go func() {
@@ -556,6 +574,7 @@ func (e *Executor) submit(app string, c *call, opts []CallOption) *task {
 	e.stats.Submitted++
 	e.live++
 	e.link(t)
+	e.mon.submitted(t)
 	switch {
 	case full:
 		e.settle(t, nil, &TaskError{ID: t.id, App: app, Kind: serialize.ErrLost, Msg: fmt.Sprintf("%d tasks are pending already (Options.MaxPending) and the executor fails fast", e.maxPending), Rank: -1, full: true})
@@ -702,6 +721,10 @@ func (e *Executor) pushReady(t *task) bool {
 		e.settle(t, nil, &TaskError{ID: t.id, App: t.app, Kind: serialize.ErrArgs, Msg: fmt.Sprintf("the arguments are %d bytes with the dependencies' values, more than the %d a task may take: pass big inputs as files", len(t.data), registry.MaxValue), Rank: -1})
 		return false
 	}
+	if t.app == appDataFuture { // resolved here, never sent (file.go)
+		e.settle(t, dataFutureValue(t.data), nil)
+		return false
+	}
 	if version, ok := e.memoApps[t.app]; ok && t.attempt == 0 && t.lost == 0 {
 		if v, ok := e.ckpt.lookup(makeMemoKey(t.app, version, t.data)); ok {
 			e.stats.Memoized++
@@ -725,6 +748,7 @@ func (e *Executor) settle(t *task, value []byte, err error) {
 	if t.state == stateDone {
 		return
 	}
+	e.mon.settled(t, err)
 	switch t.state {
 	case stateReady:
 		e.stats.Queued--
@@ -776,6 +800,7 @@ func (e *Executor) resolve(t *task, value []byte, err error) {
 			}
 			w.pending--
 			if w.pending == 0 {
+				e.mon.ready(w)
 				e.buildArgs(w)
 				if !e.pushReady(w) {
 					stack = append(stack, w) // failed: fail its dependants too
@@ -833,6 +858,7 @@ func (e *Executor) sendBatch(b *block) bool {
 		e.mu.Unlock()
 		return false
 	}
+	e.mon.stamp()
 	tasks := make([]serialize.Task, 0, n)
 	size := 0
 	for int64(len(tasks)) < n && e.readyHead < len(e.ready) && (size < maxBatchBytes || len(tasks) == 0) {
@@ -846,6 +872,7 @@ func (e *Executor) sendBatch(b *block) bool {
 		e.stats.Queued--
 		e.stats.InFlight++
 		b.inflight[t.id] = t
+		e.mon.dispatched(t, b)
 		tasks = append(tasks, serialize.Task{ID: t.id, App: t.app, Args: t.data, Attempt: t.attempt, Walltime: t.walltime})
 		size += rankpool.TaskSize(&tasks[len(tasks)-1])
 	}
@@ -914,6 +941,7 @@ func (e *Executor) receive(b *block) {
 func (e *Executor) onResults(b *block, rb *serialize.ResultBatch) {
 	var unknown []uint64
 	e.mu.Lock()
+	e.mon.stamp()
 	b.credit += int64(rb.Credit)
 	for i := range rb.Results {
 		r := &rb.Results[i]
@@ -925,6 +953,7 @@ func (e *Executor) onResults(b *block, rb *serialize.ResultBatch) {
 			continue
 		}
 		delete(b.inflight, r.ID)
+		e.mon.result(t, b, r)
 		if r.Err == serialize.ErrNone {
 			if version, ok := e.memoApps[t.app]; ok {
 				e.ckpt.record(makeMemoKey(t.app, version, t.data), r.Value)
@@ -975,11 +1004,13 @@ func (e *Executor) blockLost(b *block, cause error) {
 	}
 	msg := fmt.Sprintf("block %s lost: %v", b.name, cause)
 	retired := b.draining // given back by the strategy: not a failure
+	e.mon.blockLost(b, retired, cause)
 	requeued, failed := 0, 0
 	for id, t := range b.inflight {
 		delete(b.inflight, id)
 		if retired && !e.closing {
 			e.stats.InFlight--
+			e.mon.requeued(t, b)
 			requeued++
 			e.pushReady(t)
 			continue
@@ -988,6 +1019,7 @@ func (e *Executor) blockLost(b *block, cause error) {
 			t.lost++
 			e.stats.InFlight--
 			e.stats.Requeued++
+			e.mon.requeued(t, b)
 			requeued++
 			e.pushReady(t)
 			continue
@@ -1104,6 +1136,7 @@ func (e *Executor) close() error {
 	}
 	e.ready, e.readyHead = nil, 0
 	e.mu.Unlock()
+	e.stopMonitor() // every task has settled: write the last events
 
 	if err := e.release(); err != nil {
 		errs = append(errs, err)

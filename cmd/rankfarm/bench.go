@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"strings"
 
 	"github.com/rankfarm/rankfarm/bench"
 	"github.com/rankfarm/rankfarm/frontend"
@@ -35,6 +36,7 @@ Flags:
 	slots := fs.Int("slots", 0, "tasks each worker runs at once (0 = 1)")
 	jsonOut := fs.Bool("json", false, "print one JSON object instead of a table")
 	linkKind := fs.String("link", "tcp", "how the front end and the block talk: tcp, or queue (batch files in a shared directory)")
+	out := fs.String("out", "", "also write the result (result.json), a Markdown table naming the command and the machine (results.md) and a latency plot (latency.png, latency.svg) into this directory")
 	queueDir := fs.String("queue-dir", "", "with --link queue: the queue's directory (default: a fresh one under the system's temporary directory, removed after)")
 	if err := parse(fs, args, stderr); err != nil {
 		return err
@@ -75,6 +77,11 @@ Flags:
 	}
 	if err != nil {
 		return err
+	}
+	if *out != "" {
+		if err := res.WriteReport(*out, strings.TrimSpace("rankfarm bench "+strings.Join(args, " "))); err != nil {
+			return err
+		}
 	}
 	if *jsonOut {
 		return res.WriteJSON(stdout)

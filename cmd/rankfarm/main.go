@@ -4,6 +4,7 @@
 //	rankfarm run       run each line of a file as a shell task
 //	rankfarm bench     run the standard benchmarks on this machine
 //	rankfarm sim       simulate a block of up to millions of workers
+//	rankfarm monitor   serve the web dashboard of a run's monitoring database
 //	rankfarm version   print the version
 //
 // Run "rankfarm COMMAND --help" for a command's flags.
@@ -41,6 +42,7 @@ Usage:
   rankfarm run [flags] FILE  run each line of FILE as a shell task (a task farm)
   rankfarm bench [flags]     no-op throughput and single-task latency on this machine
   rankfarm sim [flags]       the real scheduler on a virtual clock, up to millions of workers
+  rankfarm monitor RUNDIR    a live web dashboard of a run's monitoring database
   rankfarm version           print the version
 
 Run "rankfarm COMMAND --help" for a command's flags.
@@ -67,6 +69,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdRun(ctx, args[1:], stdout, stderr)
 	case "sim":
 		err = cmdSim(ctx, args[1:], stdout, stderr)
+	case "monitor":
+		err = cmdMonitor(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "rankfarm", versionString())
 	case "help", "-h", "--help":
