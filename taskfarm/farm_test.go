@@ -168,7 +168,11 @@ func TestFarmStopsAfterAFailure(t *testing.T) {
 	assert.False(t, sum.OK())
 	ran := len(runCounts(t, dir))
 	assert.Equal(t, sum.Succeeded+sum.Failed, ran)
-	assert.LessOrEqual(t, ran, 20+8, "no more than a window's worth starts after the failure")
+	// Up to a window's worth is handed out when line 20 fails, and the
+	// failure's outcome may reach the farm after the successes of up to a
+	// window's worth of later lines, each of which frees a slot: after
+	// that, nothing new starts. Far from the 400 lines.
+	assert.LessOrEqual(t, ran, 20+2*8, "no more than about a window's worth starts after the failure")
 	var b strings.Builder
 	sum.Write(&b)
 	assert.Contains(t, b.String(), "stopped after a failure")
