@@ -107,6 +107,13 @@ type blockRec struct {
 	hbN     uint64    // the last heartbeat count seen
 	hbSeen  time.Time // when it last changed
 	lastSeq uint64    // the last result file read
+	// gapSince is when a listing first showed a later file of the block
+	// but not the next one (zero: no gap).
+	gapSince time.Time
+	// hbMissed is set when one listing of hb/ did not show the block's
+	// heartbeat: a file renamed while the directory is listed may be
+	// missed, so it takes a second listing to say the block left.
+	hbMissed bool
 }
 
 // taskRec is an outstanding task: sent, not answered.
@@ -718,8 +725,9 @@ func (f *Front) tick(codec *serialize.Codec, now time.Time) {
 
 // checkBeats reads every block's heartbeat count from one listing of hb/
 // and declares lost the live blocks whose count has not moved for the
-// block timeout. A block whose heartbeat file is gone without a Shutdown
-// left: its claims go back to the queue once its last results are read.
+// block timeout. A block whose heartbeat file is gone without a Shutdown,
+// in two listings in a row, left: its claims go back to the queue once its
+// last results are read.
 func (f *Front) checkBeats(codec *serialize.Codec, now time.Time) {
 	names, err := listDir(f.path(dirHB))
 	if err != nil {
@@ -739,7 +747,12 @@ func (f *Front) checkBeats(codec *serialize.Codec, now time.Time) {
 			continue
 		}
 		k, ok := counts[id]
+		if ok {
+			b.hbMissed = false
+		}
 		switch {
+		case !ok && !b.hbMissed:
+			b.hbMissed = true // look again at the next beat
 		case !ok:
 			f.left(b)
 			b.state = blockGone
@@ -1013,6 +1026,28 @@ func (f *Front) scanResults(codec *serialize.Codec) int {
 	return len(rs)
 }
 
+// waitForGap reports whether result file r must wait for a later listing,
+// because the block's file before it has not been seen yet. Called with mu
+// held.
+func (f *Front) waitForGap(b *blockRec, r resultName) bool {
+	if b == nil {
+		return r.seq > 1 // the Hello comes first
+	}
+	if r.seq <= b.lastSeq+1 {
+		b.gapSince = time.Time{}
+		return false
+	}
+	now := time.Now()
+	if b.gapSince.IsZero() {
+		b.gapSince = now
+	}
+	if now.Sub(b.gapSince) < f.opt.BlockTimeout {
+		return true
+	}
+	b.gapSince = time.Time{}
+	return false // the files between are lost: read on (and say so)
+}
+
 // readResult reads one result file and appends what to deliver to out.
 func (f *Front) readResult(codec *serialize.Codec, r resultName, out []serialize.Message) []serialize.Message {
 	path := f.path(dirResults, r.name)
@@ -1021,6 +1056,16 @@ func (f *Front) readResult(codec *serialize.Codec, r resultName, out []serialize
 	fenced := b != nil && b.state == blockFenced
 	if fenced {
 		f.stats.FilesRead++
+	}
+	// One listing is no snapshot: a file renamed into the directory while
+	// it is listed may be missed (readdir over a hashed directory, as ext4
+	// and Lustre have, returns entries in hash order), while a later one
+	// is returned. Read a block's files strictly in order: past a gap, wait
+	// for a later listing to show the missing file, and give up on it only
+	// after the block timeout.
+	if !fenced && f.waitForGap(b, r) {
+		f.mu.Unlock()
+		return out
 	}
 	f.mu.Unlock()
 	if fenced {

@@ -698,3 +698,22 @@ func TestExcessCreditHandedBack(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, &serialize.Credit{N: 8}, m, "the 8 tasks beyond the credit come back as credit")
 }
+
+// TestResultFilesReadInOrder: a listing that shows a block's later result
+// file but not the one before it (a rename during readdir) makes the Front
+// wait for a later listing instead of skipping the missing file and then
+// dropping it as "read before"; only after the block timeout does it give
+// the missing file up.
+func TestResultFilesReadInOrder(t *testing.T) {
+	f := &Front{opt: FrontOptions{BlockTimeout: 50 * time.Millisecond}}
+	assert.False(t, f.waitForGap(nil, resultName{seq: 1}), "a new block's Hello")
+	assert.True(t, f.waitForGap(nil, resultName{seq: 2}), "a new block's file before its Hello")
+	b := &blockRec{lastSeq: 5}
+	assert.False(t, f.waitForGap(b, resultName{seq: 6}), "the next file")
+	assert.False(t, f.waitForGap(b, resultName{seq: 4}), "a file read before is not a gap")
+	assert.True(t, f.waitForGap(b, resultName{seq: 8}), "a gap waits")
+	assert.True(t, f.waitForGap(b, resultName{seq: 9}), "and so do the files after it")
+	time.Sleep(60 * time.Millisecond)
+	assert.False(t, f.waitForGap(b, resultName{seq: 8}), "a gap older than the block timeout is given up")
+	assert.True(t, b.gapSince.IsZero())
+}
