@@ -20,7 +20,7 @@ export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 endif
 
-.PHONY: all build run test unit e2e e2e-queue nompi lint bench fuzz mpi chromium slurm slurm-stop clean
+.PHONY: all build run test test-other-mpi unit e2e e2e-queue nompi lint bench fuzz mpi chromium slurm slurm-stop clean
 
 all: build
 
@@ -74,6 +74,13 @@ e2e:
 e2e-queue:
 	RANKFARM_E2E_LINK=queue $(GO) test $(GOFLAGS_T) -count=1 -timeout 900s -v ./e2e/ 2>&1 | tee $(E2E_LOG)-queue.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; \
 	  exit $${PIPESTATUS[0]}
+
+## test-other-mpi: with MPI=mpich, the other family's binding tests and
+## the end-to-end suite (.ci/run runs it after make test)
+test-other-mpi: mpi slurm
+	$(GO) test $(GOFLAGS_T) -race -count=1 ./mpiexec/mpi/ ./launch/
+	$(MAKE) e2e MPI=$(MPI)
+	$(MAKE) slurm-stop
 
 ## bench: the standard benchmark on this machine; results.md, result.json
 ## and the latency plot go to results/bench/ (git-ignored)

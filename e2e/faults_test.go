@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -279,14 +280,25 @@ func (p *proxy) cut(d time.Duration) {
 func TestLinkCutAndHealed(t *testing.T) {
 	tcpOnly(t)
 	ctx := testCtx(t, 3*time.Minute)
-	// Listen on a known port first, so the proxy can point at it.
-	hold, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := hold.Addr().String()
-	require.NoError(t, hold.Close())
-	px := newProxy(t, addr)
-	ex, err := frontend.Start(ctx, frontend.Options{NP: 4, ListenAddr: addr, BlockAddr: px.ln.Addr().String(),
-		ReconnectGrace: 20 * time.Second, Logger: quietLog()})
+	// Pick a free port first, so the proxy can point at it; another
+	// process may take it before the executor listens on it, so try again
+	// on a fresh one then.
+	var px *proxy
+	var ex *frontend.Executor
+	var err error
+	for try := 0; ; try++ {
+		hold, lerr := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, lerr)
+		addr := hold.Addr().String()
+		require.NoError(t, hold.Close())
+		px = newProxy(t, addr)
+		ex, err = frontend.Start(ctx, frontend.Options{NP: 4, ListenAddr: addr, BlockAddr: px.ln.Addr().String(),
+			ReconnectGrace: 20 * time.Second, Logger: quietLog()})
+		if err == nil || try == 4 || !errors.Is(err, syscall.EADDRINUSE) {
+			break
+		}
+		t.Logf("port %s taken meanwhile: %v; another", addr, err)
+	}
 	require.NoError(t, err)
 	defer func() { assert.NoError(t, ex.Close()) }()
 	dir := t.TempDir()

@@ -75,8 +75,14 @@ func RsyncDaemon(t testing.TB) (modURL, dir string) {
 	work := t.TempDir()
 	dir = filepath.Join(work, "module")
 	require.NoError(t, os.Mkdir(dir, 0o755))
-	conf := fmt.Sprintf("use chroot = no\npid file = %s\nuid = %d\ngid = %d\n[data]\n\tpath = %s\n\tread only = no\n",
-		filepath.Join(work, "pid"), os.Getuid(), os.Getgid(), dir)
+	// As root the daemon would switch to nobody: keep it this user. As
+	// another user it must not name one at all (setgroups would fail).
+	ids := ""
+	if os.Getuid() == 0 {
+		ids = fmt.Sprintf("uid = %d\ngid = %d\n", os.Getuid(), os.Getgid())
+	}
+	conf := fmt.Sprintf("use chroot = no\npid file = %s\n%s[data]\n\tpath = %s\n\tread only = no\n",
+		filepath.Join(work, "pid"), ids, dir)
 	require.NoError(t, os.WriteFile(filepath.Join(work, "rsyncd.conf"), []byte(conf), 0o600))
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
