@@ -589,10 +589,34 @@ func (e *Executor) submit(app string, c *call, opts []CallOption) *task {
 	}
 	kick := t.state == stateReady && e.haveCredit()
 	e.mu.Unlock()
-	if kick {
+	if kick && !e.sendIdle() {
 		e.wake()
 	}
 	return t
+}
+
+// sendIdle sends a lone ready task from the caller's goroutine when a block
+// with credit has no task in flight, and reports whether it did: a
+// workflow that calls one task at a time then skips the dispatcher's
+// wake-up, one goroutine hand-off on its critical path. Under load (tasks
+// in flight) the dispatcher batches as before.
+func (e *Executor) sendIdle() bool {
+	e.mu.Lock()
+	var idle *block
+	if len(e.ready)-e.readyHead == 1 {
+		for _, b := range e.blocks {
+			if b.credit > 0 && len(b.inflight) == 0 && !b.draining && !b.lost {
+				idle = b
+				break
+			}
+		}
+	}
+	e.mu.Unlock()
+	if idle == nil {
+		return false
+	}
+	e.sendBatch(idle)
+	return true
 }
 
 // addDeps links t to its dependencies, or fails it at once if one has
