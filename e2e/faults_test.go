@@ -111,37 +111,13 @@ func TestBlockFaults(t *testing.T) {
 			require.NoError(t, err)
 			defer func() { assert.NoError(t, ex.Close()) }()
 			launcher := ex.Blocks()[0].PID
-			dir := t.TempDir()
 			const n = 10000
-			futs := make([]*frontend.Future[int], n)
-			for i := range futs {
-				futs[i] = mark.Call(ex, frontend.V(dir), frontend.V(i))
-			}
-			// Fault once a fifth of the tasks are done.
-			for i := range n / 5 {
-				_, err := futs[i].Get(ctx)
-				require.NoError(t, err)
-			}
-			injected := time.Now()
-			tt.inject(t, launcher)
-			for i, f := range futs {
-				v, err := f.Get(ctx)
-				require.NoError(t, err, "task %d", i)
-				require.Equal(t, 2*i, v, "task %d", i)
-			}
-			recovered := time.Since(injected)
+			r := runMarked(ctx, t, ex, n, func() { tt.inject(t, launcher) }, nil)
+			twice, recovered := r.twice, r.recovered
 			st := ex.Stats()
 			assert.Equal(t, int64(n), st.Done)
 			assert.GreaterOrEqual(t, st.BlockRestarts, int64(1), "a replacement block ran the rest")
 			assert.NotEqual(t, launcher, ex.Blocks()[0].PID)
-			counts := runCounts(t, dir)
-			twice := 0
-			for i := range n {
-				require.GreaterOrEqual(t, counts[i], 1, "task %d never ran", i)
-				if counts[i] > 1 {
-					twice++
-				}
-			}
 			t.Logf("fault table: | %s | %d tasks | 1 fault | 0 lost | %d ran twice (in flight on the lost block) | %d requeued | recovered in %v |",
 				tt.name, n, twice, st.Requeued, recovered.Round(10*time.Millisecond))
 			assert.LessOrEqual(t, int64(twice), st.Requeued, "only tasks in flight on the lost block may run twice")
@@ -301,33 +277,10 @@ func TestLinkCutAndHealed(t *testing.T) {
 	}
 	require.NoError(t, err)
 	defer func() { assert.NoError(t, ex.Close()) }()
-	dir := t.TempDir()
 	const n = 10000
-	futs := make([]*frontend.Future[int], n)
-	for i := range futs {
-		futs[i] = mark.Call(ex, frontend.V(dir), frontend.V(i))
-	}
-	for i := range n / 5 {
-		_, err := futs[i].Get(ctx)
-		require.NoError(t, err)
-	}
-	cutAt := time.Now()
-	px.cut(3 * time.Second)
-	for i, f := range futs {
-		v, err := f.Get(ctx)
-		require.NoError(t, err, "task %d", i)
-		require.Equal(t, 2*i, v, "task %d", i)
-	}
-	recovered := time.Since(cutAt)
+	r := runMarked(ctx, t, ex, n, func() { px.cut(3 * time.Second) }, nil)
+	twice, recovered := r.twice, r.recovered
 	st := ex.Stats()
-	counts := runCounts(t, dir)
-	twice := 0
-	for i := range n {
-		require.GreaterOrEqual(t, counts[i], 1, "task %d never ran", i)
-		if counts[i] > 1 {
-			twice++
-		}
-	}
 	t.Logf("fault table: | link cut for 3 s | %d tasks | 1 fault | 0 lost | %d ran twice | %d requeued | done %v after the cut |",
 		n, twice, st.Requeued, recovered.Round(10*time.Millisecond))
 	assert.Zero(t, twice, "no task runs twice")
@@ -361,4 +314,53 @@ func TestTLSLink(t *testing.T) {
 	_, err = c.Read(buf)
 	assert.Error(t, err, "refused")
 	_ = c.Close()
+}
+
+// markedRun is what runMarked saw: how many tasks ran more than once, and
+// how long after the fault the last one resolved.
+type markedRun struct {
+	twice     int
+	recovered time.Duration
+}
+
+// runMarked calls mark n times on ex; once a fifth of the tasks are done it
+// runs fault (when there is one). Every task must resolve with its value
+// and have run at least once. onErr, when set, runs before a failed task
+// fails the test (to log what the link saw).
+func runMarked(ctx context.Context, t *testing.T, ex *frontend.Executor, n int, fault, onErr func()) markedRun {
+	t.Helper()
+	dir := t.TempDir()
+	futs := make([]*frontend.Future[int], n)
+	for i := range futs {
+		futs[i] = mark.Call(ex, frontend.V(dir), frontend.V(i))
+	}
+	var injected time.Time
+	if fault != nil {
+		for i := range n / 5 {
+			_, err := futs[i].Get(ctx)
+			require.NoError(t, err)
+		}
+		injected = time.Now()
+		fault()
+	}
+	for i, f := range futs {
+		v, err := f.Get(ctx)
+		if err != nil && onErr != nil {
+			onErr()
+		}
+		require.NoError(t, err, "task %d", i)
+		require.Equal(t, 2*i, v, "task %d", i)
+	}
+	var r markedRun
+	if fault != nil {
+		r.recovered = time.Since(injected)
+	}
+	counts := runCounts(t, dir)
+	for i := range n {
+		require.GreaterOrEqual(t, counts[i], 1, "task %d never ran", i)
+		if counts[i] > 1 {
+			r.twice++
+		}
+	}
+	return r
 }

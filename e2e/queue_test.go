@@ -57,34 +57,7 @@ func TestQueueSharedByTwoBlocks(t *testing.T) {
 	require.Eventually(t, func() bool { return front.Stats().Blocks == 2 }, time.Minute, 10*time.Millisecond)
 
 	run := func(t *testing.T, n int, fault func()) (twice int) {
-		dir := t.TempDir()
-		futs := make([]*frontend.Future[int], n)
-		for i := range futs {
-			futs[i] = mark.Call(ex, frontend.V(dir), frontend.V(i))
-		}
-		if fault != nil {
-			for i := range n / 5 {
-				_, err := futs[i].Get(ctx)
-				require.NoError(t, err)
-			}
-			fault()
-		}
-		for i, f := range futs {
-			v, err := f.Get(ctx)
-			if err != nil {
-				dumpQueue(t, ex, front)
-			}
-			require.NoError(t, err, "task %d", i)
-			require.Equal(t, 2*i, v, "task %d", i)
-		}
-		counts := runCounts(t, dir)
-		for i := range n {
-			require.GreaterOrEqual(t, counts[i], 1, "task %d never ran", i)
-			if counts[i] > 1 {
-				twice++
-			}
-		}
-		return twice
+		return runMarked(ctx, t, ex, n, fault, func() { dumpQueue(t, ex, front) }).twice
 	}
 
 	t.Run("no fault", func(t *testing.T) {

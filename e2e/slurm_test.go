@@ -90,31 +90,7 @@ func TestSlurmBlocks(t *testing.T) {
 	}
 
 	run := func(t *testing.T, n int, fault func()) (twice int) {
-		dir := t.TempDir()
-		futs := make([]*frontend.Future[int], n)
-		for i := range futs {
-			futs[i] = mark.Call(ex, frontend.V(dir), frontend.V(i))
-		}
-		if fault != nil {
-			for i := range n / 5 {
-				_, err := futs[i].Get(ctx)
-				require.NoError(t, err)
-			}
-			fault()
-		}
-		for i, f := range futs {
-			v, err := f.Get(ctx)
-			require.NoError(t, err, "task %d", i)
-			require.Equal(t, 2*i, v, "task %d", i)
-		}
-		counts := runCounts(t, dir)
-		for i := range n {
-			require.GreaterOrEqual(t, counts[i], 1, "task %d never ran", i)
-			if counts[i] > 1 {
-				twice++
-			}
-		}
-		return twice
+		return runMarked(ctx, t, ex, n, fault, nil).twice
 	}
 
 	t.Run("10000 tasks, then scale in", func(t *testing.T) {
