@@ -49,6 +49,10 @@ const (
 	// EnvMaxSleep bounds an idle rank's sleep between two polls of MPI (a
 	// Go duration; default 1ms).
 	EnvMaxSleep = "RANKFARM_MAX_SLEEP"
+	// EnvDoorbells set to "off" keeps the ranks of a node from waking each
+	// other through shared doorbells (see mpi.Options.NoDoorbells); "on",
+	// the default, uses them where /dev/shm allows.
+	EnvDoorbells = "RANKFARM_DOORBELLS"
 	// EnvReconnectGrace is how long rank 0 dials the front end again after
 	// their connection broke (a Go duration; the front end sets it).
 	EnvReconnectGrace = "RANKFARM_RECONNECT_GRACE"
@@ -79,6 +83,8 @@ type Config struct {
 	// Spin and MaxSleep tune the MPI progress loop's idling (see
 	// mpi.Options); zero values mean its defaults.
 	Spin, MaxSleep time.Duration
+	// NoDoorbells turns the node's shared doorbells off (mpi.Options).
+	NoDoorbells bool
 	// PeerTimeout is how long rank 0 waits without a word from the front end
 	// before it shuts the block down; 0 means 30 s.
 	PeerTimeout time.Duration
@@ -129,6 +135,13 @@ func ConfigFromEnv() (Config, error) {
 		}
 		*v.dst = d
 	}
+	switch s := os.Getenv(EnvDoorbells); s {
+	case "", "on":
+	case "off":
+		cfg.NoDoorbells = true
+	default:
+		return cfg, fmt.Errorf("mpiexec: %s=%q: want on or off", EnvDoorbells, s)
+	}
 	return cfg, nil
 }
 
@@ -173,13 +186,13 @@ func Run(ctx context.Context, cfg Config) error {
 	dieWithParent()
 
 	// The MPI progress loop keeps one locked thread, mostly asleep in a cgo
-	// ppoll that holds its P until sysmon takes it back: one more P lets the
+	// futex wait that holds its P until sysmon takes it back: one more P lets the
 	// link, the role and the apps run meanwhile. Measured at np 2 on two
 	// cores, it cuts rank 0's TCP receive from ~200 µs to ~45 µs and the
 	// round trip from ~500 µs to ~300 µs.
 	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + 1)
 
-	ep, err := mpi.Start(ctx, mpi.Options{Logger: cfg.Logger, Spin: cfg.Spin, MaxIdleSleep: cfg.MaxSleep})
+	ep, err := mpi.Start(ctx, mpi.Options{Logger: cfg.Logger, Spin: cfg.Spin, MaxIdleSleep: cfg.MaxSleep, NoDoorbells: cfg.NoDoorbells})
 	if err != nil {
 		return fmt.Errorf("mpiexec: start MPI: %w", err)
 	}

@@ -28,15 +28,27 @@
 // cores) fast, while a rank that was active a moment ago still answers
 // within tens of microseconds.
 //
-// # The idle loop, and three things learnt measuring it
+// # The idle loop, and four things learnt measuring it
 //
 // After a few empty rounds the loop sleeps for an eighth of the time it has
 // been idle, from 5µs up to Options.MaxIdleSleep (1ms by default).
 //
 //   - Go timers cannot do short sleeps: when the netpoller sleeps, a timer
 //     under a millisecond fires after about a millisecond. The loop instead
-//     sleeps in ppoll(2) on an eventfd, in C on its own thread, with a timer
-//     slack of 1µs; Send writes the eventfd to wake a sleeping loop at once.
+//     sleeps in FUTEX_WAIT on its doorbell, in C on its own thread, with a
+//     timer slack of 1µs; Send rings the doorbell to wake a sleeping loop
+//     at once.
+//   - An idle rank cannot see an MPI message arrive: it notices only when
+//     its sleep ends, which cost a single task 40-60µs per hop (half the
+//     round trip of a lone task through rank 0 and a worker). So the ranks
+//     of a node share their doorbells: one page under /dev/shm with a cache
+//     line per rank (a futex word and a sleeping flag), made by the node's
+//     first rank at Start and unlinked once every rank has mapped it. A
+//     loop that sets its flag probes once more before it sleeps; a rank
+//     that posted a send to a neighbour checks the neighbour's flag after a
+//     fence and rings its bell if it sleeps. Ranks on other nodes still
+//     rely on the sleep's end. Options.NoDoorbells turns this off; without
+//     /dev/shm each rank keeps a private doorbell.
 //   - Sleeps that double (5µs, 10µs, 20µs, ...) do not work for a ping-pong:
 //     each side waits about as long as the round trip already took, so two
 //     ranks drift to the longest sleep (3-4ms round trips measured). With
@@ -45,7 +57,7 @@
 //     (the P goes to another thread and back), so the loop does not spin on
 //     it. But a goroutine that the loop readies (a Recv consumer) lands on
 //     the loop's P, and nothing runs it while the loop keeps that P, even in
-//     ppoll: the loop yields once before sleeping after it delivered a
+//     its sleep: the loop yields once before sleeping after it delivered a
 //     message, and at least every 10ms. For the same reason the send
 //     queue is lock-free, so that the loop never wakes a Send by unlocking.
 //

@@ -41,6 +41,11 @@ type Options struct {
 	// it only when every rank has a core of its own. Default 0 (a few
 	// immediate re-polls, then sleeps).
 	Spin time.Duration
+	// NoDoorbells keeps the ranks of a node from waking each other: an idle
+	// rank then notices a message only when its sleep ends. By default the
+	// ranks of a node share a page of doorbells (see the package doc), and
+	// a rank that sends to a sleeping neighbour wakes it.
+	NoDoorbells bool
 }
 
 const (
@@ -102,12 +107,16 @@ type Endpoint struct {
 	done  chan struct{} // closed when the loop has finished (MPI finalised)
 	w     *waker
 	sends *sendSet // used by the loop only
+	// bells maps the world ranks of this node to their doorbells (local
+	// ranks); nil without shared doorbells. Read-only after start-up.
+	bells map[int]int32
 
 	// signal tells the loop to look at the shared state below; sleeping is
 	// true while the loop sleeps in the waker (see poke).
 	signal   atomic.Bool
 	sleeping atomic.Bool
 	pending  atomic.Int64 // sends queued or in flight
+	woken    atomic.Int64 // sleeping neighbours this rank's sends woke
 
 	// The send queue is a lock-free stack that the loop takes whole: a Send
 	// never blocks and never waits for the loop, and the loop never wakes a
@@ -181,6 +190,14 @@ func (e *Endpoint) LocalRank() int { return e.localRank }
 
 // LocalSize returns the number of ranks on this rank's node.
 func (e *Endpoint) LocalSize() int { return e.localSize }
+
+// Doorbells reports whether the ranks of this node share doorbells: then a
+// send to a sleeping neighbour wakes it at once (see Options.NoDoorbells).
+func (e *Endpoint) Doorbells() bool { return e.bells != nil }
+
+// PeersWoken returns how many times this rank's sends woke a sleeping
+// neighbour through its doorbell.
+func (e *Endpoint) PeersWoken() int64 { return e.woken.Load() }
 
 // TagUB returns the largest tag Send accepts (MPI_TAG_UB, at least 32767).
 func (e *Endpoint) TagUB() int { return e.tagUB }
@@ -331,10 +348,31 @@ func (e *Endpoint) setup() error {
 	if e.sends, err = newSendSet(e.opt.MaxInFlight); err != nil {
 		return err
 	}
+	shared, err := e.w.setup(e.opt.NoDoorbells)
+	if err != nil {
+		return err
+	}
+	if shared {
+		e.bells = localRanks(e.nodeOf, e.rank)
+	}
 	threadSetup()
 	e.log.Debug("mpi: started", "rank", e.rank, "size", e.size, "local_rank", e.localRank,
-		"local_size", e.localSize, "node", e.nodeOf[e.rank], "thread_level", provided.String())
+		"local_size", e.localSize, "node", e.nodeOf[e.rank], "thread_level", provided.String(),
+		"doorbells", shared)
 	return nil
+}
+
+// localRanks maps the world ranks on rank me's node to their local ranks
+// (their index among the node's ranks in world rank order, as the node split
+// numbers them).
+func localRanks(nodeOf []int, me int) map[int]int32 {
+	m := make(map[int]int32)
+	for r, n := range nodeOf {
+		if n == nodeOf[me] {
+			m[r] = int32(len(m))
+		}
+	}
+	return m
 }
 
 // nodeMap numbers the distinct leaders by first appearance in rank order.
@@ -374,8 +412,12 @@ type loopState struct {
 	// delivered is set when a packet went into the Recv channel since the
 	// loop last yielded its P.
 	delivered bool
-	firstErr  error
-	errs      int
+	// ring lists the doorbells (local ranks) of the node's ranks sent to in
+	// this round, once each; rung marks them.
+	ring     []int32
+	rung     map[int32]bool
+	firstErr error
+	errs     int
 }
 
 func (e *Endpoint) loop() {
@@ -404,6 +446,12 @@ func (e *Endpoint) loop() {
 			idleSince = now
 		}
 		if now.Sub(idleSince) < e.opt.Spin {
+			// Spinning keeps the P: let a consumer the loop readied run.
+			if st.delivered {
+				st.delivered = false
+				runtime.Gosched()
+				lastYield = time.Now()
+			}
 			continue
 		}
 		// Before sleeping, give up the P if a goroutine may be waiting on
@@ -478,7 +526,8 @@ func (e *Endpoint) round(st *loopState) (did bool) {
 		e.take(st)
 	}
 
-	// Post queued sends while there is room in flight.
+	// Post queued sends while there is room in flight, then wake those
+	// of the node's ranks sent to that sleep.
 	for st.head < len(st.backlog) && !st.sends.full() {
 		p := st.backlog[st.head]
 		st.backlog[st.head] = outgoing{}
@@ -486,8 +535,21 @@ func (e *Endpoint) round(st *loopState) (did bool) {
 		if err := st.sends.post(p.data, p.dest, p.tag); err != nil {
 			st.fail(e.log, "send", err)
 			e.pending.Add(-1)
+		} else if b, ok := e.bells[p.dest]; ok && !st.rung[b] {
+			if st.rung == nil {
+				st.rung = make(map[int32]bool)
+			}
+			st.rung[b] = true
+			st.ring = append(st.ring, b)
 		}
 		did = true
+	}
+	if len(st.ring) > 0 {
+		if n := e.w.ringPeers(st.ring); n > 0 {
+			e.woken.Add(int64(n))
+		}
+		clear(st.rung)
+		st.ring = st.ring[:0]
 	}
 
 	// Complete sends.

@@ -26,6 +26,26 @@ func TestNodeMap(t *testing.T) {
 	}
 }
 
+func TestLocalRanks(t *testing.T) {
+	tests := []struct {
+		name   string
+		nodeOf []int
+		me     int
+		want   map[int]int32
+	}{
+		{"one rank", []int{0}, 0, map[int]int32{0: 0}},
+		{"one node", []int{0, 0, 0}, 2, map[int]int32{0: 0, 1: 1, 2: 2}},
+		{"second of two nodes in blocks", []int{0, 0, 1, 1}, 3, map[int]int32{2: 0, 3: 1}},
+		{"round robin", []int{0, 1, 0, 1, 0}, 4, map[int]int32{0: 0, 2: 1, 4: 2}},
+		{"alone on its node", []int{0, 0, 1}, 2, map[int]int32{2: 0}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			assert.Equal(t, tt.want, localRanks(tt.nodeOf, tt.me))
+		})
+	}
+}
+
 func TestOptionsDefaults(t *testing.T) {
 	tests := []struct {
 		name string

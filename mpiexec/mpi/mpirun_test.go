@@ -31,6 +31,7 @@ const (
 	envInner    = "RANKFARM_MPI_TEST"
 	envPingPong = "RANKFARM_MPI_PINGPONG_N" // round trips in the pingpong subtest
 	envSpin     = "RANKFARM_MPI_SPIN"       // Options.Spin of the inner test, e.g. 50us
+	envNoBells  = "RANKFARM_MPI_NO_BELLS"   // "1": Options.NoDoorbells in the inner test
 )
 
 // runMPI runs this test binary under mpirun with np ranks and the given
@@ -74,9 +75,19 @@ func TestUnderMPIRun(t *testing.T) {
 	if os.Getenv(envInner) == "1" {
 		t.Skip("already under mpirun")
 	}
-	for _, np := range []int{2, 4} {
-		t.Run(fmt.Sprintf("np=%d", np), func(t *testing.T) {
-			out, err := runMPI(t, np, 4*time.Minute, nil,
+	for _, tc := range []struct {
+		np      int
+		noBells bool
+	}{{2, false}, {4, false}, {2, true}} {
+		np := tc.np
+		name := fmt.Sprintf("np=%d", np)
+		var env []string
+		if tc.noBells {
+			name += " no doorbells"
+			env = append(env, envNoBells+"=1")
+		}
+		t.Run(name, func(t *testing.T) {
+			out, err := runMPI(t, np, 4*time.Minute, env,
 				"-test.run", "^TestMPI", "-test.v", "-test.count=1", "-test.timeout=3m")
 			t.Logf("mpirun output:\n%s", out)
 			require.NoError(t, err, "mpirun -np %d failed", np)
@@ -164,6 +175,7 @@ const (
 	tagFanIn    = 200
 	tagPingPong = 300
 	tagEmpty    = 400
+	tagBells    = 500
 )
 
 // pattern fills n bytes that depend on seed, to check what arrives.
@@ -187,6 +199,7 @@ func TestMPIEndpoint(t *testing.T) {
 		opt.Spin, err = time.ParseDuration(s)
 		require.NoError(t, err, envSpin)
 	}
+	opt.NoDoorbells = os.Getenv(envNoBells) == "1"
 	e, err := Start(ctx, opt)
 	require.NoError(t, err)
 	box := &inbox{e: e, stash: map[int][]Packet{}}
@@ -312,6 +325,38 @@ func TestMPIEndpoint(t *testing.T) {
 			for range warm + n {
 				p := box.next(t, tagPingPong, deadline)
 				require.NoError(t, e.Send(0, tagPingPong, p.Data))
+			}
+		}
+	})
+
+	box.barrier(t, tagBarrier)
+	t.Run("doorbells", func(t *testing.T) {
+		// One machine: every rank shares the node's doorbells unless
+		// they are turned off. Rank 0 pauses before each ping, so rank 1
+		// has gone to sleep, and its send must ring rank 1's bell.
+		bells := !opt.NoDoorbells
+		assert.Equal(t, bells, e.Doorbells())
+		before := e.PeersWoken()
+		deadline := time.After(time.Minute)
+		const rounds = 20
+		switch rank {
+		case 0:
+			for range rounds {
+				time.Sleep(2 * time.Millisecond)
+				require.NoError(t, e.Send(1, tagBells, []byte("ping")))
+				box.next(t, tagBells, deadline)
+			}
+			woken := e.PeersWoken() - before
+			t.Logf("doorbells %v: rank 0 woke rank 1 %d times in %d pings", bells, woken, rounds)
+			if bells {
+				assert.Positive(t, woken, "no ping woke the sleeping rank 1")
+			} else {
+				assert.Zero(t, woken)
+			}
+		case 1:
+			for range rounds {
+				p := box.next(t, tagBells, deadline)
+				require.NoError(t, e.Send(0, tagBells, p.Data))
 			}
 		}
 	})

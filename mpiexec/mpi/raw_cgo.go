@@ -15,8 +15,10 @@ package mpi
 #cgo nocallback rf_reqs_compact
 #cgo nocallback rf_reqs_isend
 #cgo nocallback rf_isend
-#cgo nocallback rf_waker_wait
-#cgo nocallback rf_waker_wake
+#cgo nocallback rf_bell_wait
+#cgo nocallback rf_bell_ring_self
+#cgo nocallback rf_bell_ring_peers
+#cgo noescape rf_bell_ring_peers
 
 #define _GNU_SOURCE
 #include <stdint.h>
@@ -25,9 +27,15 @@ package mpi
 #include <poll.h>
 #include <time.h>
 #include <unistd.h>
+#include <stdio.h>
+#include <string.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
 #ifdef __linux__
-#include <sys/eventfd.h>
+#include <linux/futex.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #endif
 #include <mpi.h>
 
@@ -179,45 +187,168 @@ static int rf_reqs_compact(MPI_Request *reqs, int n, const char *done) {
 	return j;
 }
 
-// Waiting while idle: ppoll on an eventfd with a nanosecond timeout, on the
-// MPI thread. Go timers shorter than 1ms round up to about 1ms, ppoll with a
-// small timer slack does not.
-static int rf_waker_new(void) {
-#ifdef __linux__
-	return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-#else
-	errno = ENOSYS;
-	return -1;
-#endif
-}
-
 static void rf_timer_slack(void) {
 #ifdef __linux__
 	prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
 #endif
 }
 
-static int rf_waker_wait(int fd, long long ns) {
-	struct pollfd p;
-	struct timespec ts;
-	uint64_t v;
-	int n;
-	p.fd = fd;
-	p.events = POLLIN;
-	p.revents = 0;
-	ts.tv_sec = ns / 1000000000LL;
-	ts.tv_nsec = ns % 1000000000LL;
-	n = ppoll(&p, 1, &ts, NULL);
-	if (n > 0) (void)!read(fd, &v, sizeof v);
-	return n;
+// Doorbells: how an idle loop sleeps, and how a peer on the same node wakes
+// it. Each rank has a slot of one cache line: a futex word and a sleeping
+// flag. The slots of a node live in one shared page (a file under /dev/shm,
+// created by the node's first rank, opened by the others and unlinked once
+// all have mapped it); without it a rank uses a private slot, and only its
+// own Sends wake it.
+//
+// An idle loop sets sleeping, probes MPI once more and, if nothing waits,
+// sleeps in FUTEX_WAIT on its word for at most the idle sleep. A sender that
+// posted messages to a rank of its node looks at that rank's flag after a
+// full fence and, when it sleeps, sets its word and wakes it. Either the
+// receiver's last probe sees the message or the sender sees the flag: no
+// message waits for the sleep's end unless MPI had not yet put it in the
+// receiver's queue when MPI_Isend returned (large messages), and then the
+// timeout still bounds the wait.
+typedef struct {
+	_Atomic uint32_t word;
+	_Atomic uint32_t sleeping;
+	char pad[56];
+} rf_slot;
+
+static rf_slot rf_private_slot;
+static rf_slot *rf_me = &rf_private_slot;
+static rf_slot *rf_bells;   // the node's shared slots, or NULL
+static int rf_bells_n;      // slots in rf_bells
+static size_t rf_bells_len; // bytes mapped
+
+#ifdef __linux__
+static long rf_futex(_Atomic uint32_t *w, int op, uint32_t val, const struct timespec *ts) {
+	return syscall(SYS_futex, (uint32_t *)w, op, val, ts, NULL, 0);
+}
+#endif
+
+// rf_bells_setup makes the node's shared slots; collective over
+// MPI_COMM_WORLD. *shared is 1 when every rank of the node mapped them, 0
+// when the node runs on private slots (no /dev/shm, say); the MPI error
+// code is returned, and *op names the failed call.
+static int rf_bells_setup(int disable, int *shared, const char **op) {
+	int wrank, lrank, lsize, rc, ok = 0, all = 0, fd = -1;
+	char name[96];
+	MPI_Comm node;
+	void *p = MAP_FAILED;
+	*shared = 0;
+	*op = "MPI_Comm_rank";
+	if ((rc = MPI_Comm_rank(MPI_COMM_WORLD, &wrank)) != MPI_SUCCESS) return rc;
+	*op = "MPI_Comm_split_type";
+	rc = MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, wrank, MPI_INFO_NULL, &node);
+	if (rc != MPI_SUCCESS) return rc;
+	MPI_Comm_set_errhandler(node, MPI_ERRORS_RETURN);
+	*op = "MPI_Comm_rank(node)";
+	if ((rc = MPI_Comm_rank(node, &lrank)) != MPI_SUCCESS) goto out;
+	*op = "MPI_Comm_size(node)";
+	if ((rc = MPI_Comm_size(node, &lsize)) != MPI_SUCCESS) goto out;
+	size_t len = ((size_t)lsize * sizeof(rf_slot) + 4095) & ~(size_t)4095;
+	memset(name, 0, sizeof name);
+#ifdef __linux__
+	if (lrank == 0 && !disable) {
+		struct timespec now;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		snprintf(name, sizeof name, "/dev/shm/rankfarm-bells-%d-%lx%lx", (int)getpid(),
+			(unsigned long)now.tv_nsec, (unsigned long)(uintptr_t)&now);
+		fd = open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (fd < 0 || ftruncate(fd, (off_t)len) != 0) {
+			if (fd >= 0) { close(fd); unlink(name); fd = -1; }
+			name[0] = 0;
+		}
+	}
+#endif
+	*op = "MPI_Bcast(node)";
+	if ((rc = MPI_Bcast(name, sizeof name, MPI_CHAR, 0, node)) != MPI_SUCCESS) goto out;
+	name[sizeof name - 1] = 0;
+	if (name[0]) {
+		if (fd < 0) fd = open(name, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+		if (fd >= 0) {
+			p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+			close(fd);
+		}
+		ok = p != MAP_FAILED;
+	}
+	// All or none: once every rank has mapped the page (or failed to),
+	// the first removes its name.
+	*op = "MPI_Allreduce(node)";
+	rc = MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, node);
+	if (lrank == 0 && name[0]) unlink(name);
+	if (rc != MPI_SUCCESS || !all) {
+		if (p != MAP_FAILED) munmap(p, len);
+		goto out;
+	}
+	rf_bells = (rf_slot *)p;
+	rf_bells_n = lsize;
+	rf_bells_len = len;
+	rf_me = &rf_bells[lrank];
+	*shared = 1;
+out:
+	MPI_Comm_free(&node);
+	return rc;
 }
 
-static int rf_waker_wake(int fd) {
-	uint64_t one = 1;
-	return (int)write(fd, &one, sizeof one);
+// rf_bells_free unmaps the shared slots; call it after MPI_Finalize, once no
+// peer will ring.
+static void rf_bells_free(void) {
+	if (rf_bells) {
+		rf_me = &rf_private_slot;
+		munmap((void *)rf_bells, rf_bells_len);
+		rf_bells = NULL;
+		rf_bells_n = 0;
+	}
 }
 
-static void rf_waker_close(int fd) { close(fd); }
+static void rf_ring(rf_slot *s, int shared) {
+	atomic_store(&s->word, 1);
+#ifdef __linux__
+	rf_futex(&s->word, shared ? FUTEX_WAKE : FUTEX_WAKE_PRIVATE, 1, NULL);
+#endif
+}
+
+// rf_bell_ring_self wakes this rank's loop (from any thread).
+static void rf_bell_ring_self(void) { rf_ring(rf_me, rf_bells != NULL); }
+
+// rf_bell_ring_peers wakes those of the node's ranks idx[0:n] (local
+// indices) that sleep; it returns how many it woke. Call it after posting
+// sends to them.
+static int rf_bell_ring_peers(const int *idx, int n) {
+	int woke = 0;
+	if (!rf_bells) return 0;
+	atomic_thread_fence(memory_order_seq_cst);
+	for (int i = 0; i < n; i++) {
+		if (idx[i] < 0 || idx[i] >= rf_bells_n) continue;
+		rf_slot *s = &rf_bells[idx[i]];
+		if (s == rf_me || !atomic_load(&s->sleeping)) continue;
+		rf_ring(s, 1);
+		woke++;
+	}
+	return woke;
+}
+
+// rf_bell_wait sleeps up to ns unless this rank's bell rang or (with
+// shared slots) a message waits; call it on the MPI thread.
+static void rf_bell_wait(long long ns) {
+	rf_slot *me = rf_me;
+	int flag = 0;
+	atomic_store(&me->sleeping, 1);
+	if (rf_bells) MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, MPI_STATUS_IGNORE);
+	if (!flag && atomic_load(&me->word) == 0) {
+		struct timespec ts;
+		ts.tv_sec = ns / 1000000000LL;
+		ts.tv_nsec = ns % 1000000000LL;
+#ifdef __linux__
+		rf_futex(&me->word, rf_bells ? FUTEX_WAIT : FUTEX_WAIT_PRIVATE, 0, &ts);
+#else
+		nanosleep(&ts, NULL);
+#endif
+	}
+	atomic_store(&me->sleeping, 0);
+	atomic_store(&me->word, 0);
+}
 */
 import "C"
 
@@ -533,29 +664,54 @@ func (s *sendSet) free() {
 	s.reqs, s.idx, s.done = nil, nil, nil
 }
 
-// waker lets the idle MPI loop sleep in ppoll(2) with microsecond precision
-// and lets Send wake it early.
-type waker struct{ fd C.int }
+// waker lets the idle MPI loop sleep on its doorbell (a futex) with
+// microsecond precision, lets Send wake it early and, once setup has made
+// the node's shared doorbells, lets the loop wake the peers of its node it
+// sent to.
+type waker struct{ shared bool }
 
-func newWaker() (*waker, error) {
-	fd, err := C.rf_waker_new()
-	if fd < 0 {
-		return nil, fmt.Errorf("mpi: eventfd: %w", err)
+func newWaker() (*waker, error) { return &waker{}, nil }
+
+// setup makes the node's shared doorbells (collective over MPI_COMM_WORLD;
+// on the MPI thread). disable keeps private ones. It reports whether the
+// shared ones are in use.
+func (w *waker) setup(disable bool) (bool, error) {
+	var shared C.int
+	var op *C.char
+	dis := C.int(0)
+	if disable {
+		dis = 1
 	}
-	return &waker{fd: fd}, nil
+	rc := C.rf_bells_setup(dis, &shared, &op)
+	if err := mpiError(C.GoString(op), rc); err != nil {
+		return false, err
+	}
+	w.shared = shared != 0
+	return w.shared, nil
 }
 
 // threadSetup lowers the timer slack of the calling (MPI) thread so short
 // sleeps stay short.
 func threadSetup() { C.rf_timer_slack() }
 
-// wait sleeps up to d or until wake is called.
-func (w *waker) wait(d int64) { C.rf_waker_wait(w.fd, C.longlong(d)) }
+// wait sleeps up to d nanoseconds or until wake is called or (with shared
+// doorbells) a message waits.
+func (w *waker) wait(d int64) { C.rf_bell_wait(C.longlong(d)) }
 
 // wake ends a current or the next wait.
-func (w *waker) wake() { C.rf_waker_wake(w.fd) }
+func (w *waker) wake() { C.rf_bell_ring_self() }
 
-func (w *waker) close() { C.rf_waker_close(w.fd) }
+// ringPeers wakes those of the node's ranks idx (local ranks) that sleep
+// and returns how many it woke.
+func (w *waker) ringPeers(idx []int32) int {
+	if len(idx) == 0 {
+		return 0
+	}
+	return int(C.rf_bell_ring_peers((*C.int)(unsafe.Pointer(&idx[0])), C.int(len(idx))))
+}
+
+// close unmaps the shared doorbells; call it after MPI_Finalize.
+func (w *waker) close() { C.rf_bells_free() }
 
 // builtWithMPI tells the tests whether a real MPI is linked.
 const builtWithMPI = true

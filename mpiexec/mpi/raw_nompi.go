@@ -79,11 +79,13 @@ func (s *sendSet) free()                       {}
 
 type waker struct{}
 
-func newWaker() (*waker, error) { return nil, ErrNoMPI }
-func threadSetup()              {}
-func (w *waker) wait(int64)     {}
-func (w *waker) wake()          {}
-func (w *waker) close()         {}
+func newWaker() (*waker, error)           { return nil, ErrNoMPI }
+func threadSetup()                        {}
+func (w *waker) setup(bool) (bool, error) { return false, ErrNoMPI }
+func (w *waker) wait(int64)               {}
+func (w *waker) wake()                    {}
+func (w *waker) ringPeers([]int32) int    { return 0 }
+func (w *waker) close()                   {}
 
 // builtWithMPI tells the tests whether a real MPI is linked.
 const builtWithMPI = false
