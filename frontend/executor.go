@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"os"
@@ -182,6 +183,14 @@ type Options struct {
 	MetricsAddr string
 	// Logger receives the executor's log lines; nil means slog.Default().
 	Logger *slog.Logger
+	// Progress, when set, gets a progress bar of the executor's tasks
+	// (os.Stderr is the usual choice): done/submitted, failed, running,
+	// the rate and the ETA, and the time taken once Close has drawn it a
+	// last time. On a terminal it is redrawn in place 10 times a second;
+	// on any other writer (a log file, a buffer) a plain line is written
+	// every 10 s and at Close. It appears with the first task. nil means
+	// no bar. See Executor.ProgressWriter for the program's own output.
+	Progress io.Writer
 }
 
 // Stats counts an executor's tasks.
@@ -296,6 +305,7 @@ type Executor struct {
 	blockScratch []*block // the dispatcher's own
 
 	mon        *monState // monitoring (monitor.go); nil when off
+	prog       *progress // the progress bar (progress.go); nil when off
 	mu         sync.Mutex
 	room       sync.Cond // signalled when a task settles below maxPending
 	nextID     uint64
@@ -364,6 +374,7 @@ func Start(ctx context.Context, opt Options) (*Executor, error) {
 		_ = e.ckpt.close()
 		return nil, err
 	}
+	e.startProgress(opt.Progress) // progress.go
 	go e.dispatch()
 	if opt.Conn != nil {
 		e.serve(&block{name: "local", conn: opt.Conn})
@@ -376,6 +387,7 @@ func Start(ctx context.Context, opt Options) (*Executor, error) {
 		_ = e.release()
 		_ = e.ckpt.close()
 		e.stopMonitor()
+		e.stopProgress()
 		return nil, err
 	}
 	if e.elastic() {
@@ -391,6 +403,7 @@ func Start(ctx context.Context, opt Options) (*Executor, error) {
 		_ = e.release()
 		_ = e.ckpt.close()
 		e.stopMonitor()
+		e.stopProgress()
 		return nil, err
 	}
 	e.serve(b)
@@ -1161,6 +1174,7 @@ func (e *Executor) close() error {
 	e.ready, e.readyHead = nil, 0
 	e.mu.Unlock()
 	e.stopMonitor() // every task has settled: write the last events
+	e.stopProgress()
 
 	if err := e.release(); err != nil {
 		errs = append(errs, err)
