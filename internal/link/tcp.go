@@ -13,6 +13,7 @@ import (
 	"reflect"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/rankfarm/rankfarm/serialize"
@@ -103,7 +104,10 @@ func (w deadlineWriter) Write(p []byte) (int, error) {
 
 // tcpConn is an authenticated link over TCP. One goroutine reads and decodes
 // frames into a mailbox; another owns the serialize.Writer, encodes whatever
-// Send queued and flushes it in one write.
+// Send queued and flushes it in one write. A Send that finds the link idle
+// (nothing queued, nobody writing) writes its frame itself, without
+// blocking, and leaves to the writer only what the kernel did not take: a
+// lone message then skips the wake-up of the writer goroutine.
 type tcpConn struct {
 	nc     net.Conn
 	remote string
@@ -120,6 +124,18 @@ type tcpConn struct {
 	err         error               // why the link ended; set once
 	wake        chan struct{}       // wakes the writer; capacity 1
 	done        chan struct{}       // closed when err is set
+	// writing is set while the writer goroutine or a Send owns the
+	// socket's write side; rest holds the tail of a frame that a Send's
+	// non-blocking write left over, which the writer sends before
+	// anything else.
+	writing bool
+	rest    []byte
+
+	// The inline write path, owned by the holder of writing: raw is nil
+	// when the connection offers no raw descriptor (TLS, say).
+	raw     syscall.RawConn
+	inCodec *serialize.Codec
+	inFrame []byte
 
 	wg sync.WaitGroup
 
@@ -162,6 +178,12 @@ func newTCPConn(nc net.Conn, lr *deadlineReader, br *bufio.Reader, opt connOptio
 		done:   make(chan struct{}),
 	}
 	c.wr = serialize.NewWriter(deadlineWriter{c}, sopt)
+	if tc, ok := nc.(*net.TCPConn); ok {
+		if raw, err := tc.SyscallConn(); err == nil {
+			c.raw = raw
+			c.inCodec = serialize.NewCodec(sopt)
+		}
+	}
 	c.wg.Add(2)
 	go c.readLoop()
 	go c.writeLoop()
@@ -192,6 +214,23 @@ func (c *tcpConn) Send(m serialize.Message) error {
 		c.mu.Unlock()
 		return ErrClosed
 	}
+	if c.raw != nil && !c.writing && len(c.out) == 0 && c.rest == nil {
+		// The link is idle: write the frame from here.
+		c.writing = true
+		c.mu.Unlock()
+		done := c.writeInline(m)
+		c.mu.Lock()
+		c.writing = false
+		// Whatever reached the writer meanwhile waits for this wake.
+		more := len(c.out) > 0 || c.rest != nil || c.closing || c.beatNow.Load()
+		if done || c.err != nil {
+			c.mu.Unlock()
+			if more {
+				c.signal()
+			}
+			return nil
+		}
+	}
 	// The writer takes the whole queue at once, so a wake is needed only
 	// when this message starts a new one.
 	first := len(c.out) == 0
@@ -201,6 +240,49 @@ func (c *tcpConn) Send(m serialize.Message) error {
 		c.signal()
 	}
 	return nil
+}
+
+// writeInline encodes m and writes it with one non-blocking write. It
+// reports false when nothing was written (the socket's buffer is full, or
+// m cannot be encoded): the caller then queues m for the writer, which
+// blocks or reports the error as it should. What a short write leaves over
+// goes to rest. The caller holds writing.
+func (c *tcpConn) writeInline(m serialize.Message) bool {
+	frame, err := c.inCodec.AppendFrame(c.inFrame[:0], m)
+	if err != nil {
+		return false
+	}
+	if cap(frame) <= 4*bufSize {
+		c.inFrame = frame
+	} else {
+		c.inFrame = nil // do not keep a huge buffer for a rare message
+	}
+	n := 0
+	werr := c.raw.Write(func(fd uintptr) bool {
+		for n < len(frame) {
+			k, err := syscall.Write(int(fd), frame[n:])
+			if err == syscall.EINTR {
+				continue
+			}
+			if k > 0 {
+				n += k
+			}
+			if err != nil || k <= 0 {
+				break
+			}
+		}
+		return true // never wait for the socket here
+	})
+	if n == 0 {
+		_ = werr // the writer meets a real error again and reports it
+		return false
+	}
+	if n < len(frame) {
+		c.mu.Lock()
+		c.rest = append([]byte(nil), frame[n:]...)
+		c.mu.Unlock()
+	}
+	return true
 }
 
 // Recv returns the next message from the peer; heartbeats never surface.
@@ -388,15 +470,33 @@ func (c *tcpConn) writeLoop() {
 			c.mu.Unlock()
 			return
 		}
+		if c.writing {
+			// A Send writes inline; it wakes the writer when it is done
+			// if anything waits, a heartbeat due now included.
+			if beat {
+				c.beatNow.Store(true)
+			}
+			c.mu.Unlock()
+			continue
+		}
 		batch, c.out = c.out, batch[:0]
+		rest := c.rest
+		c.rest = nil
 		closing := c.closing
-		c.mu.Unlock()
 		if c.beatNow.Swap(false) {
 			beat = true
 		}
-
-		if len(batch) == 0 && !beat && !closing {
+		if len(batch) == 0 && rest == nil && !beat && !closing {
+			c.mu.Unlock()
 			continue
+		}
+		c.writing = true
+		c.mu.Unlock()
+		if rest != nil {
+			if _, err := (deadlineWriter{c}).Write(rest); err != nil {
+				c.fail(c.writeError(err))
+				return
+			}
 		}
 		for i, m := range batch {
 			batch[i] = nil
@@ -430,6 +530,9 @@ func (c *tcpConn) writeLoop() {
 			c.fail(c.writeError(err))
 			return
 		}
+		c.mu.Lock()
+		c.writing = false
+		c.mu.Unlock()
 		lastSent = time.Now()
 		if closing {
 			// Sends after Close are refused, so this batch was the last.

@@ -1,9 +1,14 @@
 package link
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"encoding/hex"
 	"fmt"
+	"math/rand/v2"
+	"net"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -94,6 +99,75 @@ func TestManyMessagesInOrder(t *testing.T) {
 	require.NoError(t, <-sent)
 	d := time.Since(start)
 	t.Logf("%d messages in %v: %.0f messages/s", n, d.Round(time.Millisecond), float64(n)/d.Seconds())
+}
+
+// TestInlineWritesKeepOrder mixes the inline path of an idle link with the
+// writer goroutine. The peer is a bare socket that does not read at first,
+// so the socket's buffers fill: inline writes are cut short or take nothing,
+// and the writer must finish them before anything else. Every message must
+// arrive whole and in order once the peer reads.
+func TestInlineWritesKeepOrder(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+		close(accepted)
+	}()
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	peer := <-accepted
+	require.NotNil(t, peer)
+	defer peer.Close()
+	require.NoError(t, nc.(*net.TCPConn).SetWriteBuffer(16<<10))
+	require.NoError(t, peer.(*net.TCPConn).SetReadBuffer(16<<10))
+	lr := &deadlineReader{nc: nc}
+	c := newTCPConn(nc, lr, bufio.NewReaderSize(lr, bufSize), connOptions{heartbeat: -1, peerTimeout: -1, maxFrame: 64 << 20, log: discardLogger()})
+	defer c.Close()
+
+	body := func(i int) string {
+		size := 10 + i%7
+		switch i % 10 {
+		case 0:
+			size = 4 << 20 // more than the peer's receive window
+		case 5:
+			size = 100 << 10
+		}
+		// Random hex: frames over the threshold are compressed.
+		b := make([]byte, size/2)
+		_, _ = rand.NewChaCha8([32]byte{byte(i), byte(i >> 8)}).Read(b)
+		return hex.EncodeToString(b) + strconv.Itoa(i)
+	}
+	const n = 60
+	sent := make(chan error, 1)
+	go func() {
+		for i := range n {
+			if i%3 == 0 {
+				time.Sleep(time.Millisecond) // let the link go idle
+			}
+			if err := c.Send(&serialize.Shutdown{Reason: body(i)}); err != nil {
+				sent <- err
+				return
+			}
+		}
+		sent <- nil
+	}()
+	time.Sleep(300 * time.Millisecond) // the peer is slow to start reading
+	rd := serialize.NewReader(peer, serialize.Options{MaxFrame: 64 << 20})
+	for i := range n {
+		m, err := rd.Read()
+		require.NoError(t, err, "message %d", i)
+		sd, ok := m.(*serialize.Shutdown)
+		require.True(t, ok, "message %d is a %T", i, m)
+		if sd.Reason != body(i) {
+			require.Failf(t, "wrong message", "message %d: %d bytes, want %d", i, len(sd.Reason), len(body(i)))
+		}
+	}
+	require.NoError(t, <-sent)
 }
 
 func TestConcurrentSenders(t *testing.T) {
