@@ -82,10 +82,16 @@ test-other-mpi: mpi slurm
 	$(MAKE) e2e MPI=$(MPI)
 	$(MAKE) slurm-stop
 
-## bench: the standard benchmark on this machine; results.md, result.json
-## and the latency plot go to results/bench/ (git-ignored)
+## bench: the standard benchmark suite on this machine (under a minute on 2
+## cores): throughput, latency, efficiency, scaling over rank counts and the
+## front end's memory per pending task. result.json, results.md (the table
+## the README quotes, naming the command and the machine) and the plots
+## (latency, efficiency, scaling, memory; PNG and SVG) go to results/bench/
+## (git-ignored)
 bench: build
+	rm -rf results/bench
 	./$(BIN) bench --np $(NP) --tasks 200000 --out results/bench
+	@echo "make bench: results.md, result.json and the plots are in results/bench/"
 
 fuzz: mpi
 	@set -e; for pkg in $$($(GO) list $(GOFLAGS_T) ./...); do \

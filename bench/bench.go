@@ -1,7 +1,10 @@
-// Package bench holds rankfarm's benchmarks that a user can run on their own
-// machine or allocation: no-op throughput with one future per task, and the
-// round-trip latency of single tasks. Results come as a Result that prints
-// as JSON or as a small table.
+// Package bench holds rankfarm's standard benchmark suite, which a user runs
+// on their own machine or allocation ("rankfarm bench", "make bench"): no-op
+// throughput with one future per task; the round-trip latency of single
+// tasks; the efficiency of sleep tasks against the ideal makespan; scaling
+// over rank counts; and the front end's memory per pending task. Results
+// come as a Result that prints as JSON, as a table, or as a report of a
+// Markdown table and plots (WriteReport).
 package bench
 
 import (
@@ -12,13 +15,15 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/rankfarm/rankfarm/frontend"
 )
 
 // Result is one benchmark run. Its JSON field names are stable: scripts read
-// them.
+// them. A part that did not run leaves its fields zero (and the lists of
+// efficiency, scaling and memory out).
 type Result struct {
 	NP            int     `json:"np"`
 	Tasks         int     `json:"tasks"`
@@ -29,12 +34,26 @@ type Result struct {
 	LatencyP99us  float64 `json:"latency_p99_us"`
 	LatencyP999us float64 `json:"latency_p999_us"`
 	LatencyMaxUs  float64 `json:"latency_max_us"`
-	Host          string  `json:"host"`
-	Cores         int     `json:"cores"`
-	GoVersion     string  `json:"go_version"`
-	Errors        int     `json:"errors"`
+	// Machine's fields (host, cores, go_version, cpu_model, os, mpi, date)
+	// sit at the top level of the JSON object.
+	Machine
+	Errors int `json:"errors"`
 	// Link is how the front end and the block talked: "tcp" or "queue".
 	Link string `json:"link,omitempty"`
+	// Workers is the worker slots of the block of NP ranks.
+	Workers int `json:"workers,omitempty"`
+	// Parts are the parts that ran (see AllParts).
+	Parts []string `json:"parts,omitempty"`
+	// Command is the command line that made the result.
+	Command string `json:"command,omitempty"`
+	// Efficiency has one run per sleep-task duration.
+	Efficiency []Efficiency `json:"efficiency,omitempty"`
+	// Scaling has one measure per rank count.
+	Scaling []Scale `json:"scaling,omitempty"`
+	// Memory has the heap at each pending-task count, and PendingTaskBytes
+	// is the bytes per pending task at the largest.
+	Memory           []MemoryPoint `json:"memory,omitempty"`
+	PendingTaskBytes float64       `json:"pending_task_bytes,omitempty"`
 	// Latencies are the latency run's round trips, sorted (for plots).
 	Latencies []time.Duration `json:"-"`
 }
@@ -94,37 +113,40 @@ func Percentile(sorted []time.Duration, q float64) time.Duration {
 	return sorted[min(max(i, 0), len(sorted)-1)]
 }
 
-// Run runs the throughput and latency benchmarks on ex.
+// Run runs the throughput and latency benchmarks on ex, whose block has np
+// ranks.
 func Run(ctx context.Context, ex *frontend.Executor, np, tasks, rounds int) (Result, error) {
 	host, _ := os.Hostname()
-	r := Result{NP: np, Tasks: tasks, LatencyRounds: rounds, Host: host, Cores: runtime.NumCPU(), GoVersion: runtime.Version()}
-	// Warm up: the first tasks pay for connection set-up and page faults.
-	if _, _, err := Throughput(ctx, ex, min(tasks, 2000)); err != nil {
+	r := Result{NP: np, Tasks: tasks, LatencyRounds: rounds, Workers: Workers(ex),
+		Machine: Machine{Host: host, Cores: runtime.NumCPU(), GoVersion: runtime.Version()}}
+	d, bad, err := measureThroughput(ctx, ex, tasks)
+	r.Errors += bad
+	if err != nil {
 		return r, err
 	}
 	if tasks > 0 {
-		d, bad, err := Throughput(ctx, ex, tasks)
-		if err != nil {
-			return r, fmt.Errorf("bench: throughput: %w", err)
-		}
 		r.ThroughputS = d.Seconds()
 		r.TasksPerS = float64(tasks) / d.Seconds()
-		r.Errors += bad
 	}
 	if rounds > 0 {
 		lat, bad, err := Latency(ctx, ex, rounds)
+		r.Errors += bad
 		if err != nil {
 			return r, fmt.Errorf("bench: latency: %w", err)
 		}
-		us := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
-		r.LatencyP50us = us(Percentile(lat, 0.50))
-		r.LatencyP99us = us(Percentile(lat, 0.99))
-		r.LatencyP999us = us(Percentile(lat, 0.999))
-		r.LatencyMaxUs = us(lat[len(lat)-1])
-		r.Latencies = lat
-		r.Errors += bad
+		r.setLatency(lat)
 	}
 	return r, nil
+}
+
+// setLatency records the sorted round trips lat.
+func (r *Result) setLatency(lat []time.Duration) {
+	r.LatencyRounds = len(lat)
+	r.LatencyP50us = micros(Percentile(lat, 0.50))
+	r.LatencyP99us = micros(Percentile(lat, 0.99))
+	r.LatencyP999us = micros(Percentile(lat, 0.999))
+	r.LatencyMaxUs = micros(lat[len(lat)-1])
+	r.Latencies = lat
 }
 
 // WriteJSON prints r as one JSON object.
@@ -133,9 +155,29 @@ func (r Result) WriteJSON(w io.Writer) error {
 	return enc.Encode(r)
 }
 
-// WriteTable prints r for people.
+// WriteTable prints r for people: a few lines per part that ran.
 func (r Result) WriteTable(w io.Writer) error {
-	_, err := fmt.Fprintf(w, "np %d, %d no-op tasks: %.0f tasks/s (%.3f s)\nlatency over %d single tasks: p50 %.0f µs, p99 %.0f µs, p99.9 %.0f µs, max %.0f µs\nerrors: %d\n",
-		r.NP, r.Tasks, r.TasksPerS, r.ThroughputS, r.LatencyRounds, r.LatencyP50us, r.LatencyP99us, r.LatencyP999us, r.LatencyMaxUs, r.Errors)
+	var b strings.Builder
+	has := func(p string) bool { return len(r.Parts) == 0 || slices.Contains(r.Parts, p) }
+	if has(PartThroughput) {
+		fmt.Fprintf(&b, "np %d, %d no-op tasks: %.0f tasks/s (%.3f s)\n", r.NP, r.Tasks, r.TasksPerS, r.ThroughputS)
+	}
+	if has(PartLatency) {
+		fmt.Fprintf(&b, "latency over %d single tasks: p50 %.0f µs, p99 %.0f µs, p99.9 %.0f µs, max %.0f µs\n",
+			r.LatencyRounds, r.LatencyP50us, r.LatencyP99us, r.LatencyP999us, r.LatencyMaxUs)
+	}
+	for _, e := range r.Efficiency {
+		fmt.Fprintf(&b, "efficiency of %d sleep tasks of %s, %d worker slots: %.3f (ideal %.3f s, measured %.3f s)\n",
+			e.Tasks, fmtMs(e.TaskMs), e.Workers, e.Efficiency, e.IdealS, e.MakespanS)
+	}
+	for _, s := range r.Scaling {
+		fmt.Fprintf(&b, "np %d, %d worker slots: %.0f tasks/s, latency p50 %.0f µs, p99 %.0f µs, efficiency of 10 ms tasks %.3f\n",
+			s.NP, s.Workers, s.TasksPerS, s.LatencyP50us, s.LatencyP99us, s.Efficiency10ms)
+	}
+	for _, m := range r.Memory {
+		fmt.Fprintf(&b, "%d pending tasks: %s of heap, %.0f bytes each\n", m.Pending, fmtBytes(m.HeapBytes), m.BytesPerTask)
+	}
+	fmt.Fprintf(&b, "errors: %d\n", r.Errors)
+	_, err := io.WriteString(w, b.String())
 	return err
 }

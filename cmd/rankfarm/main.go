@@ -40,7 +40,7 @@ const usage = `rankfarm: a parallel scripting executor on one mpirun-launched ra
 Usage:
   rankfarm exec [flags]      serve as a rank of a block (what mpirun starts)
   rankfarm run [flags] FILE  run each line of FILE as a shell task (a task farm)
-  rankfarm bench [flags]     no-op throughput and single-task latency on this machine
+  rankfarm bench [flags]     the benchmark suite: throughput, latency, efficiency, scaling, memory
   rankfarm sim [flags]       the real scheduler on a virtual clock, up to millions of workers
   rankfarm monitor RUNDIR    a live web dashboard of a run's monitoring database
   rankfarm version           print the version
