@@ -190,7 +190,7 @@ func (r Result) scalingPlots() []*plot.Plot {
 	b := newPlot("", "", "latency (µs)")
 	addSeries(b, "p50", p50, measuredColor)
 	addSeries(b, "p99", p99, secondColor)
-	b.Legend.Top = true
+	b.Legend.Top, b.Legend.Left = true, true // the lines rise to the right
 	c := newPlot("", "ranks (rank 0 and the workers)", "efficiency, 10 ms tasks")
 	addSeries(c, "measured", eff, measuredColor)
 	addIdeal(c)
