@@ -348,6 +348,11 @@ func (e *Endpoint) setup() error {
 	if e.sends, err = newSendSet(e.opt.MaxInFlight); err != nil {
 		return err
 	}
+	if e.localRank == 0 && !e.opt.NoDoorbells {
+		if n := sweepBells(bellDir); n > 0 {
+			e.log.Debug("mpi: removed doorbell pages left by dead blocks", "count", n)
+		}
+	}
 	shared, err := e.w.setup(e.opt.NoDoorbells)
 	if err != nil {
 		return err
