@@ -163,7 +163,8 @@ func moveAside(root, path, reason string) (string, error) {
 		}
 		return "", fmt.Errorf("qlink: move %s aside: %w (removed it instead)", path, err)
 	}
-	_ = os.WriteFile(dst+".why", []byte(reason+"\n"), 0o600)
+	// Whole or not at all: a reader (Front.Bad, a test) may look at once.
+	_ = writeAtomic(filepath.Join(root, dirTmp, stamp+"-"+filepath.Base(path)+".why"), dst+".why", []byte(reason+"\n"))
 	return dst, nil
 }
 
