@@ -78,6 +78,19 @@ func TestMain(m *testing.M) {
 	if _, set := os.LookupEnv("UCX_TLS"); !set && family == launch.MPICH {
 		os.Setenv("UCX_TLS", "self,sm")
 	}
+	// Ranks that the fault tests SIGKILL leave Open MPI's shared-memory
+	// segments (vader_segment.*, 4 MiB each) in /dev/shm for ever: keep
+	// this run's in a directory of its own, removed at the end. Every
+	// block of the suite runs on this machine, so the directory is there
+	// for all of their ranks.
+	const vaderDir = "OMPI_MCA_btl_vader_backing_directory"
+	var shmDir string
+	if _, set := os.LookupEnv(vaderDir); !set && family == launch.OpenMPI {
+		if d, err := os.MkdirTemp("/dev/shm", "rankfarm-e2e-vader-"); err == nil {
+			shmDir = d
+			os.Setenv(vaderDir, d)
+		}
+	}
 	// Become a subreaper, so that processes orphaned by a front end we
 	// start and kill stay visible as our descendants.
 	const prSetChildSubreaper = 36
@@ -120,6 +133,9 @@ func TestMain(m *testing.M) {
 	}
 	if queueDir != "" {
 		_ = os.RemoveAll(queueDir)
+	}
+	if shmDir != "" {
+		_ = os.RemoveAll(shmDir)
 	}
 	os.Exit(code)
 }
