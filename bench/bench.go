@@ -12,8 +12,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
-	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -113,32 +111,6 @@ func Percentile(sorted []time.Duration, q float64) time.Duration {
 	return sorted[min(max(i, 0), len(sorted)-1)]
 }
 
-// Run runs the throughput and latency benchmarks on ex, whose block has np
-// ranks.
-func Run(ctx context.Context, ex *frontend.Executor, np, tasks, rounds int) (Result, error) {
-	host, _ := os.Hostname()
-	r := Result{NP: np, Tasks: tasks, LatencyRounds: rounds, Workers: Workers(ex),
-		Machine: Machine{Host: host, Cores: runtime.NumCPU(), GoVersion: runtime.Version()}}
-	d, bad, err := measureThroughput(ctx, ex, tasks)
-	r.Errors += bad
-	if err != nil {
-		return r, err
-	}
-	if tasks > 0 {
-		r.ThroughputS = d.Seconds()
-		r.TasksPerS = float64(tasks) / d.Seconds()
-	}
-	if rounds > 0 {
-		lat, bad, err := Latency(ctx, ex, rounds)
-		r.Errors += bad
-		if err != nil {
-			return r, fmt.Errorf("bench: latency: %w", err)
-		}
-		r.setLatency(lat)
-	}
-	return r, nil
-}
-
 // setLatency records the sorted round trips lat.
 func (r *Result) setLatency(lat []time.Duration) {
 	r.LatencyRounds = len(lat)
@@ -149,6 +121,9 @@ func (r *Result) setLatency(lat []time.Duration) {
 	r.Latencies = lat
 }
 
+// ran reports whether part ran (every part counts when Parts is empty).
+func (r Result) ran(part string) bool { return len(r.Parts) == 0 || slices.Contains(r.Parts, part) }
+
 // WriteJSON prints r as one JSON object.
 func (r Result) WriteJSON(w io.Writer) error {
 	enc := json.NewEncoder(w)
@@ -158,11 +133,10 @@ func (r Result) WriteJSON(w io.Writer) error {
 // WriteTable prints r for people: a few lines per part that ran.
 func (r Result) WriteTable(w io.Writer) error {
 	var b strings.Builder
-	has := func(p string) bool { return len(r.Parts) == 0 || slices.Contains(r.Parts, p) }
-	if has(PartThroughput) {
+	if r.ran(PartThroughput) {
 		fmt.Fprintf(&b, "np %d, %d no-op tasks: %.0f tasks/s (%.3f s)\n", r.NP, r.Tasks, r.TasksPerS, r.ThroughputS)
 	}
-	if has(PartLatency) {
+	if r.ran(PartLatency) {
 		fmt.Fprintf(&b, "latency over %d single tasks: p50 %.0f µs, p99 %.0f µs, p99.9 %.0f µs, max %.0f µs\n",
 			r.LatencyRounds, r.LatencyP50us, r.LatencyP99us, r.LatencyP999us, r.LatencyMaxUs)
 	}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -72,8 +71,7 @@ func (r Result) Markdown(command string) string {
 	}
 	fmt.Fprintf(&b, ", %s link, %s", orTCP(r.Link), date)
 	b.WriteString(":\n")
-	has := func(p string) bool { return len(r.Parts) == 0 || slices.Contains(r.Parts, p) }
-	if has(PartThroughput) || has(PartLatency) {
+	if r.ran(PartThroughput) || r.ran(PartLatency) {
 		b.WriteString("\n| ranks | worker slots | no-op tasks | tasks/s | latency p50 | p99 | p99.9 | max |\n")
 		b.WriteString("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 		fmt.Fprintf(&b, "| %d | %s | %s | %s | %s | %s | %s | %s |\n",

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"errors"
 	"log/slog"
 	"net"
@@ -10,12 +9,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/rankfarm/rankfarm/frontend"
+	"github.com/rankfarm/rankfarm/internal/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -141,28 +140,10 @@ func TestRetries(t *testing.T) {
 	assert.Equal(t, 2, te.Attempts)
 }
 
-// syncBuffer is a bytes.Buffer for a logger written from many goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func TestIntrudersAreRefused(t *testing.T) {
 	tcpOnly(t)
 	ctx := testCtx(t, 2*time.Minute)
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	ex, err := frontend.Start(ctx, frontend.Options{NP: 2, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	require.NoError(t, err)
 	defer ex.Close()
@@ -230,7 +211,7 @@ func TestSignalLeavesNoProcess(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
 		t.Run(sig.String(), func(t *testing.T) {
 			before := descendants(os.Getpid())
-			var stdout syncBuffer
+			var stdout testutil.SyncBuffer
 			cmd := exec.Command(bin)
 			cmd.Stdout, cmd.Stderr = &stdout, &stdout
 			require.NoError(t, cmd.Start())

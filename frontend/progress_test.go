@@ -1,37 +1,18 @@
 package frontend
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/rankfarm/rankfarm/internal/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 )
-
-// syncBuffer is a writer safe for concurrent use.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // lastLine is the last non-empty line of s.
 func lastLine(s string) string {
@@ -52,7 +33,7 @@ func noLeaks(t *testing.T) {
 // Close draws last.
 func TestProgressShowsEveryTask(t *testing.T) {
 	noLeaks(t)
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	ex, _ := newTestExecutor(t, 4, 64, Options{Progress: &out}, nil)
 	ctx := ctxFor(t, 60*time.Second)
 
@@ -93,7 +74,7 @@ func TestProgressGrowingTotal(t *testing.T) {
 	noLeaks(t)
 	defer func(f func(io.Writer) bool) { progressTerminal = f }(progressTerminal)
 	progressTerminal = func(io.Writer) bool { return true }
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	ex, _ := newTestExecutor(t, 2, 16, Options{Progress: &out}, nil)
 	ctx := ctxFor(t, 60*time.Second)
 
@@ -138,7 +119,7 @@ func TestProgressGrowingTotal(t *testing.T) {
 // running: they fail as closed, and the bar ends complete.
 func TestProgressCloseCutsTasksShort(t *testing.T) {
 	noLeaks(t)
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	ex, b := newTestExecutor(t, 4, 16, Options{Progress: &out}, nil)
 	ctx := ctxFor(t, 30*time.Second)
 	for i := range 10 {
@@ -165,7 +146,7 @@ func TestProgressOff(t *testing.T) {
 	assert.Nil(t, ex.prog)
 	assert.Equal(t, os.Stderr, ex.ProgressWriter())
 
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	idle, _ := newTestExecutor(t, 2, 8, Options{Progress: &out}, nil)
 	require.NoError(t, idle.Close())
 	assert.Empty(t, out.String())

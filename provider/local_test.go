@@ -5,10 +5,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/rankfarm/rankfarm/internal/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -78,7 +78,7 @@ func TestLocalOutcomes(t *testing.T) {
 
 func TestLocalCancel(t *testing.T) {
 	p := &Local{Grace: time.Second}
-	out := &syncWriter{}
+	out := &testutil.SyncBuffer{}
 	p.Stdout, p.Stderr = out, out
 	job, err := p.Submit(context.Background(), BlockSpec{Name: "b2", Command: []string{"/bin/sh", "-c", "echo started; exec sleep 600"}})
 	require.NoError(t, err)
@@ -105,15 +105,4 @@ func TestLocalRefuses(t *testing.T) {
 	job, err := p.Submit(context.Background(), BlockSpec{Name: "b1", Command: []string{"/bin/true"}, Env: map[string]string{"SOME_TOKEN": "x"}})
 	require.NoError(t, err)
 	assert.Equal(t, Done, waitFinal(t, p, job).State)
-}
-
-type syncWriter struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (w *syncWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
 }

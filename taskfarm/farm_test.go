@@ -2,7 +2,6 @@ package taskfarm
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -13,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rankfarm/rankfarm/internal/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -56,24 +56,6 @@ func runCounts(t *testing.T, dir string) map[int]int {
 	return counts
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // farm runs tasks once on a fresh in-process block with the journal at
 // path ("" for none).
 func farm(t *testing.T, tasks []Task, journal string, cfg Config) Summary {
@@ -112,7 +94,7 @@ func TestFarmRunsEveryLineOnceAndResumes(t *testing.T) {
 	tasks, err := Expand(lines, nil, "", false)
 	require.NoError(t, err)
 
-	var errs syncBuffer
+	var errs testutil.SyncBuffer
 	sum := farm(t, tasks, journal, Config{KeepGoing: true, Stderr: &errs})
 	assert.Equal(t, Summary{Total: n, Succeeded: n - 3, Failed: 3}, clean(sum))
 	assert.False(t, sum.OK())
@@ -190,7 +172,7 @@ func TestFarmRetriesWalltimeAndOutput(t *testing.T) {
 	require.NoError(t, err)
 
 	// Captured output goes to the writers.
-	var stdout, stderr syncBuffer
+	var stdout, stderr testutil.SyncBuffer
 	sum := farm(t, tasks, "", Config{KeepGoing: true, Retries: 2, Walltime: 300 * time.Millisecond, Stdout: &stdout, Stderr: &stderr, Dir: dir})
 	assert.Equal(t, Summary{Total: 3, Succeeded: 2, Failed: 1}, clean(sum))
 	assert.Contains(t, stdout.String(), "attempt 2\n")
@@ -203,7 +185,7 @@ func TestFarmRetriesWalltimeAndOutput(t *testing.T) {
 	assert.Equal(t, -1, exitStatus(sum.Failures[0].Err))
 
 	// With OutputDir, to files named by task number.
-	stdout, stderr = syncBuffer{}, syncBuffer{}
+	stdout, stderr = testutil.SyncBuffer{}, testutil.SyncBuffer{}
 	sum = farm(t, tasks[:2], "", Config{Retries: 2, OutputDir: out, Stdout: &stdout, Stderr: &stderr})
 	assert.True(t, sum.OK())
 	assert.Empty(t, stdout.String())
@@ -232,7 +214,7 @@ func TestFarmInterrupted(t *testing.T) {
 
 // TestProgressLines checks the plain progress report's lines.
 func TestProgressLines(t *testing.T) {
-	var b syncBuffer
+	var b testutil.SyncBuffer
 	p := NewLines(&b, time.Millisecond)
 	var mu sync.Mutex
 	c := Counts{Total: 10, Skipped: 5}
@@ -248,7 +230,7 @@ func TestProgressLines(t *testing.T) {
 // TestProgressBar draws the bar into a buffer (mpb draws without a
 // terminal when told its output) and checks the counts show.
 func TestProgressBar(t *testing.T) {
-	var b syncBuffer
+	var b testutil.SyncBuffer
 	p := NewBar(&b)
 	c := Counts{Total: 4}
 	var mu sync.Mutex

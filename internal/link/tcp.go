@@ -258,7 +258,9 @@ func (c *tcpConn) writeInline(m serialize.Message) bool {
 		c.inFrame = nil // do not keep a huge buffer for a rare message
 	}
 	n := 0
-	werr := c.raw.Write(func(fd uintptr) bool {
+	// An error (the descriptor closed, say) leaves n at 0: the writer then
+	// meets it again and reports it.
+	_ = c.raw.Write(func(fd uintptr) bool {
 		for n < len(frame) {
 			k, err := syscall.Write(int(fd), frame[n:])
 			if err == syscall.EINTR {
@@ -274,7 +276,6 @@ func (c *tcpConn) writeInline(m serialize.Message) bool {
 		return true // never wait for the socket here
 	})
 	if n == 0 {
-		_ = werr // the writer meets a real error again and reports it
 		return false
 	}
 	if n < len(frame) {

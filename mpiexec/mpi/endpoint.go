@@ -418,15 +418,15 @@ type loopState struct {
 	// loop last yielded its P.
 	delivered bool
 	// ring lists the doorbells (local ranks) of the node's ranks sent to in
-	// this round, once each; rung marks them.
+	// this round, once each; rung marks them, indexed by local rank.
 	ring     []int32
-	rung     map[int32]bool
+	rung     []bool
 	firstErr error
 	errs     int
 }
 
 func (e *Endpoint) loop() {
-	st := loopState{sends: e.sends}
+	st := loopState{sends: e.sends, rung: make([]bool, len(e.bells))}
 	var idleSince time.Time // zero while active
 	idleRounds := 0
 	lastYield := time.Now()
@@ -541,9 +541,6 @@ func (e *Endpoint) round(st *loopState) (did bool) {
 			st.fail(e.log, "send", err)
 			e.pending.Add(-1)
 		} else if b, ok := e.bells[p.dest]; ok && !st.rung[b] {
-			if st.rung == nil {
-				st.rung = make(map[int32]bool)
-			}
 			st.rung[b] = true
 			st.ring = append(st.ring, b)
 		}
@@ -553,7 +550,9 @@ func (e *Endpoint) round(st *loopState) (did bool) {
 		if n := e.w.ringPeers(st.ring); n > 0 {
 			e.woken.Add(int64(n))
 		}
-		clear(st.rung)
+		for _, b := range st.ring {
+			st.rung[b] = false
+		}
 		st.ring = st.ring[:0]
 	}
 

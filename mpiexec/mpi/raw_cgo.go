@@ -24,7 +24,6 @@ package mpi
 #include <stdint.h>
 #include <stdlib.h>
 #include <errno.h>
-#include <poll.h>
 #include <time.h>
 #include <unistd.h>
 #include <stdio.h>
@@ -668,7 +667,7 @@ func (s *sendSet) free() {
 // microsecond precision, lets Send wake it early and, once setup has made
 // the node's shared doorbells, lets the loop wake the peers of its node it
 // sent to.
-type waker struct{ shared bool }
+type waker struct{}
 
 func newWaker() (*waker, error) { return &waker{}, nil }
 
@@ -686,8 +685,7 @@ func (w *waker) setup(disable bool) (bool, error) {
 	if err := mpiError(C.GoString(op), rc); err != nil {
 		return false, err
 	}
-	w.shared = shared != 0
-	return w.shared, nil
+	return shared != 0, nil
 }
 
 // threadSetup lowers the timer slack of the calling (MPI) thread so short
