@@ -275,6 +275,7 @@ type block struct {
 	name     string
 	conn     link.Conn
 	hello    *serialize.Hello
+	layout   []NodeInfo // from hello, worked out by nodes()
 	credit   int64
 	inflight map[uint64]*task
 	lost     bool
@@ -485,6 +486,10 @@ type BlockInfo struct {
 	// rank 0's host.
 	Ranks, Workers int
 	Host           string
+	// Nodes are the block's hosts in the order of their first rank, with
+	// the ranks on each and the sub-masters among them, as the block
+	// reported them when it connected (nil for a block that did not).
+	Nodes []NodeInfo
 	// InFlight counts the block's tasks sent and not answered.
 	InFlight int
 	// Credit is how many more tasks the block has asked for and not been
@@ -507,6 +512,7 @@ func (e *Executor) Blocks() []BlockInfo {
 		}
 		if b.hello != nil {
 			bi.Ranks, bi.Workers, bi.Host = int(b.hello.Ranks), int(b.hello.Workers), b.hello.Host
+			bi.Nodes = b.nodes()
 		}
 		out = append(out, bi)
 	}
@@ -1070,6 +1076,7 @@ func (e *Executor) blockLost(b *block, cause error) {
 		e.starting++
 		e.bg.Add(1)
 	}
+	closing := e.closing
 	switch {
 	case e.closing:
 	case e.elastic() && !retired:
@@ -1078,9 +1085,15 @@ func (e *Executor) blockLost(b *block, cause error) {
 		e.breakDown(errors.New("no block to run on: " + msg))
 	}
 	e.mu.Unlock()
-	if retired {
+	switch {
+	case retired:
 		e.log.Info("block scaled in", "block", b.name, "ended", cause, "requeued", requeued)
-	} else {
+	case closing && requeued+failed == 0:
+		// Its launcher ended before its link did while the executor
+		// closes: over a queue on a network filesystem the block's last
+		// files may show up after its processes are gone.
+		e.log.Info("block ended while the executor closes", "block", b.name, "ended", cause)
+	default:
 		e.log.Error("block lost", "block", b.name, "err", cause, "requeued", requeued, "failed", failed, "replacing", restart)
 	}
 	_ = b.conn.Close()
@@ -1132,9 +1145,11 @@ func (e *Executor) close() error {
 		b.sendMu.Unlock()
 	}
 	deadline := time.NewTimer(shutdownTimeout)
+	acked := map[*block]bool{}
 	for _, b := range live {
 		select {
 		case <-b.acked:
+			acked[b] = true
 			// The ranks finalize MPI and exit on their own: give the
 			// launcher a moment to end before it is signalled.
 			if b.proc != nil {
@@ -1156,7 +1171,17 @@ func (e *Executor) close() error {
 			errs = append(errs, err)
 		}
 		if b.proc != nil {
-			if err := b.proc.Stop(stopGrace); err != nil {
+			err := b.proc.Stop(stopGrace)
+			switch {
+			case err == nil:
+			case acked[b]:
+				// The block had answered every task and acknowledged
+				// its shutdown: how its launcher ended (MPICH's Hydra
+				// says 255 when a rank had to exit without
+				// MPI_Finalize, see mpiexec.EnvFinalizeTimeout) loses
+				// nothing.
+				e.log.Warn("a block's launcher failed after the block shut down", "block", b.name, "err", err)
+			default:
 				errs = append(errs, fmt.Errorf("frontend: block %s's launcher: %w", b.name, err))
 			}
 		}

@@ -89,16 +89,29 @@ func (e *Executor) openQueue(ctx context.Context, name string, env map[string]st
 }
 
 // releaseQueue removes the run's queue directory, unless a queue kept
-// refused files in it for inspection (each Front removed the rest).
+// refused files in it for inspection (each Front removed the rest). What a
+// stale listing of a network filesystem hides for a moment is removed too.
 func (e *Executor) releaseQueue() {
 	if e.queueRun == "" {
 		return
 	}
 	names, _ := os.ReadDir(e.queueRun)
+	kept := false
 	for _, n := range names {
-		_ = os.Remove(filepath.Join(e.queueRun, n.Name())) // only when empty
+		dir := filepath.Join(e.queueRun, n.Name())
+		if bad, err := os.ReadDir(filepath.Join(dir, "bad")); err == nil && len(bad) > 0 {
+			kept = true
+			continue
+		}
+		if err := qlink.RemoveTree(dir, 3*time.Second); err != nil {
+			e.log.Warn("a block's queue directory could not be removed", "dir", dir, "err", err)
+		}
+	}
+	if kept {
+		e.log.Warn("the queue directory keeps refused files for inspection", "dir", e.queueRun)
+		return
 	}
 	if err := os.Remove(e.queueRun); err != nil && !errors.Is(err, os.ErrNotExist) {
-		e.log.Warn("the queue directory keeps refused files for inspection", "dir", e.queueRun)
+		e.log.Warn("the queue directory could not be removed", "dir", e.queueRun, "err", err)
 	}
 }

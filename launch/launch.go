@@ -43,6 +43,25 @@ type MPIRun struct {
 	NoOversubscribe bool
 	// ExtraArgs go after rankfarm's own flags, before the executable.
 	ExtraArgs []string
+	// Hosts places the ranks on these hosts, each "name" or "name:slots"
+	// (Open MPI's -H, Hydra's -hosts); nil leaves placement to the
+	// launcher: this machine, a hostfile named in ExtraArgs, or the batch
+	// job's allocation. See CheckHosts.
+	Hosts []string
+	// Agent is the remote shell that starts the launcher's daemons on the
+	// other hosts, called as "AGENT [options] HOST COMMAND..." as ssh is
+	// (Open MPI's plm_rsh_agent; Hydra's -launcher ssh -launcher-exec).
+	// "" means the launcher's default, ssh. It must be an executable file.
+	Agent string
+	// Network names the network the ranks and the launcher talk over, for
+	// hosts with several interfaces where some do not reach the others: an
+	// address range in CIDR form ("10.1.0.0/16") or an interface name
+	// ("ib0"). Open MPI gets it as btl_tcp_if_include and
+	// oob_tcp_if_include, so neither its daemons nor its ranks pick an
+	// interface that the other hosts cannot reach; Hydra gets the
+	// interface of this host in that range as -iface, for the connections
+	// of its proxies back to the launcher. "" lets the launcher choose.
+	Network string
 }
 
 // euid is os.Geteuid, replaced in tests.
@@ -81,10 +100,15 @@ func (m MPIRun) command(built Family, np int, exe string, args []string, env map
 	if err := checkMatch(built, family, path, exe); err != nil {
 		return nil, err
 	}
+	place, err := m.placement(family)
+	if err != nil {
+		return nil, err
+	}
 	var argv []string
 	switch family {
 	case MPICH:
 		argv = append(argv, "-genvall", "-np", fmt.Sprint(np))
+		argv = append(argv, place...)
 	default:
 		if euid() == 0 {
 			argv = append(argv, "--allow-run-as-root")
@@ -93,6 +117,7 @@ func (m MPIRun) command(built Family, np int, exe string, args []string, env map
 			argv = append(argv, "--oversubscribe")
 		}
 		argv = append(argv, "-np", fmt.Sprint(np))
+		argv = append(argv, place...)
 		for _, k := range names {
 			argv = append(argv, "-x", k)
 		}

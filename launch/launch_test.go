@@ -157,6 +157,26 @@ func TestMPIRunCommand(t *testing.T) {
 			np: 2, exe: "/bin/worker", wantFam: MPICH,
 			want: []string{"/opt/ompi/bin/mpirun", "-genvall", "-np", "2", "/bin/worker"},
 		},
+		{
+			name: "openmpi over hosts with an agent and a network", built: OpenMPI, onPath: debianBoth, np: 8, exe: "/bin/app",
+			m:       MPIRun{Hosts: []string{"n1:4", "n2:4"}, Agent: "/bin/true", Network: "10.1.0.0/16"},
+			wantFam: OpenMPI,
+			want: []string{"/usr/bin/mpirun.openmpi", "--oversubscribe", "-np", "8", "-H", "n1:4,n2:4", "--mca", "plm_rsh_agent", "/bin/true",
+				"--mca", "btl_tcp_if_include", "10.1.0.0/16", "--mca", "oob_tcp_if_include", "10.1.0.0/16", "/bin/app"},
+		},
+		{
+			name: "mpich over hosts with an agent and this host's interface of the network", built: MPICH, onPath: debianBoth, np: 2, exe: "/bin/app",
+			m:       MPIRun{Hosts: []string{"n1", "n2"}, Agent: "/bin/true", Network: "127.0.0.0/8"},
+			wantFam: MPICH,
+			want: []string{"/usr/bin/mpirun.mpich", "-genvall", "-np", "2", "-hosts", "n1,n2", "-launcher", "ssh", "-launcher-exec", "/bin/true",
+				"-iface", "lo", "/bin/app"},
+		},
+		{name: "bad host", built: OpenMPI, onPath: debianBoth, m: MPIRun{Hosts: []string{"n1:4", "n 2"}}, np: 1, exe: "app", wantErr: `host "n 2": ' ' is not allowed`},
+		{name: "bad slots", built: MPICH, onPath: debianBoth, m: MPIRun{Hosts: []string{"n1:0"}}, np: 1, exe: "app", wantErr: `host "n1:0": the slots after ':' must be a whole number from 1`},
+		{name: "missing agent", built: OpenMPI, onPath: debianBoth, m: MPIRun{Agent: "/no/such/agent"}, np: 1, exe: "app", wantErr: "the remote shell agent /no/such/agent: stat /no/such/agent: no such file"},
+		{name: "agent not executable", built: OpenMPI, onPath: debianBoth, m: MPIRun{Agent: "/etc/passwd"}, np: 1, exe: "app", wantErr: "the remote shell agent /etc/passwd is not an executable file"},
+		{name: "mpich network this host is not in", built: MPICH, onPath: debianBoth, m: MPIRun{Network: "198.51.100.0/24"}, np: 1, exe: "app", wantErr: "network 198.51.100.0/24: no interface of this host is in it"},
+		{name: "mpich network that is no interface", built: MPICH, onPath: debianBoth, m: MPIRun{Network: "nosuch0"}, np: 1, exe: "app", wantErr: `network "nosuch0" is neither a CIDR range nor an interface of this host`},
 		{name: "no launcher", built: MPICH, onPath: map[string]string{}, np: 1, exe: "app", wantErr: "no MPI launcher on $PATH (looked for mpirun.mpich, mpiexec.mpich, mpiexec.hydra, mpiexec, mpirun): install MPICH"},
 		{name: "bad family", m: MPIRun{Family: "lam"}, np: 1, exe: "app", wantErr: `not "lam"`},
 		{name: "no ranks", np: 0, exe: "app", wantErr: "at least 1 rank"},
@@ -331,4 +351,19 @@ func alive(pid int) bool {
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	return !(i > 0 && len(s) > i+2 && slices.Contains([]byte{'Z', 'X'}, s[i+2]))
+}
+
+func TestHostSlots(t *testing.T) {
+	tests := []struct {
+		hosts []string
+		want  int
+	}{
+		{nil, 0},
+		{[]string{"a"}, 1},
+		{[]string{"a:4", "b:4", "c"}, 9},
+	}
+	for _, tt := range tests {
+		require.NoError(t, CheckHosts(tt.hosts))
+		assert.Equal(t, tt.want, HostSlots(tt.hosts), "%v", tt.hosts)
+	}
 }

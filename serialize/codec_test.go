@@ -160,7 +160,7 @@ func TestWireShape(t *testing.T) {
 	}{
 		{"Challenge", &Challenge{Version: 1, Nonce: []byte{0xaa, 0xbb}}, "9201c402aabb"},
 		{"Hello", &Hello{Version: 1, Block: "b", Proof: []byte{1}, Nonce: nil, Ranks: 4, Workers: 3, Host: "h", PID: 300},
-			"9801a162c40101c00403a168cd012c"},
+			"9b01a162c40101c00403a168cd012c00c0c0"},
 		{"Welcome", &Welcome{Proof: []byte{}, Run: "r"}, "92c400a172"},
 		{"TaskBatch", &TaskBatch{Tasks: []Task{{ID: 1, App: "noop", Args: noopArgs, Attempt: 0, Walltime: 0}}},
 			"91 91 9501a46e6f6f70c40291070000"},

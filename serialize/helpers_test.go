@@ -16,6 +16,7 @@ func sampleMessages() []Message {
 		&Hello{
 			Version: ProtocolVersion, Block: "block-3", Proof: []byte{0xde, 0xad, 0xbe, 0xef},
 			Nonce: []byte("fedcba9876543210"), Ranks: 128, Workers: 120, Host: "node017", PID: 4242,
+			Fanout: 16, NodeHosts: []string{"node017", "node018"}, NodeRuns: []int32{0, 64, 1, 32, 0, 32},
 		},
 		&Welcome{Proof: []byte{1, 2, 3, 4, 5}, Run: "run-2024-01-01"},
 		&TaskBatch{Tasks: []Task{

@@ -156,6 +156,44 @@ type Hello struct {
 	Workers  int32
 	Host     string
 	PID      int32
+	// Fanout, NodeHosts and NodeRuns describe the block's layout: the
+	// fan-out of its tree, the host name of each node (NodeHosts[k] names
+	// node k), and the node of every rank in rank order as runs, pairs of
+	// (node, number of ranks). A Hello without them (an older block) has
+	// Fanout 0 and no layout.
+	Fanout    int32
+	NodeHosts []string
+	NodeRuns  []int32
+}
+
+// NodeOf expands NodeRuns into the node of each rank (nil when the Hello
+// carries no layout). Decode has checked the runs against Ranks and
+// NodeHosts.
+func (m *Hello) NodeOf() []int {
+	if len(m.NodeRuns) == 0 {
+		return nil
+	}
+	out := make([]int, 0, m.Ranks)
+	for i := 0; i+1 < len(m.NodeRuns); i += 2 {
+		for range m.NodeRuns[i+1] {
+			out = append(out, int(m.NodeRuns[i]))
+		}
+	}
+	return out
+}
+
+// NodeRunsOf compresses a node map (the node of each rank, in rank order)
+// into Hello.NodeRuns.
+func NodeRunsOf(nodeOf []int) []int32 {
+	var runs []int32
+	for r, n := range nodeOf {
+		if r > 0 && int(runs[len(runs)-2]) == n {
+			runs[len(runs)-1]++
+			continue
+		}
+		runs = append(runs, int32(n), 1)
+	}
+	return runs
 }
 
 // Welcome accepts a Hello: Proof is HMAC-SHA256(token, hello nonce ‖

@@ -439,7 +439,7 @@ func (m *Challenge) decodePayload(d *decoder) error {
 }
 
 func (m *Hello) appendPayload(b []byte) []byte {
-	b = append(b, 0x98)
+	b = append(b, 0x90|helloFields)
 	b = appendUint(b, uint64(m.Version))
 	b = appendStr(b, m.Block)
 	b = appendBin(b, m.Proof)
@@ -447,12 +447,42 @@ func (m *Hello) appendPayload(b []byte) []byte {
 	b = appendInt(b, int64(m.Ranks))
 	b = appendInt(b, int64(m.Workers))
 	b = appendStr(b, m.Host)
-	return appendInt(b, int64(m.PID))
+	b = appendInt(b, int64(m.PID))
+	b = appendInt(b, int64(m.Fanout))
+	if m.NodeHosts == nil {
+		b = append(b, mpNil)
+	} else {
+		b = appendArrayLen(b, len(m.NodeHosts))
+		for _, h := range m.NodeHosts {
+			b = appendStr(b, h)
+		}
+	}
+	if m.NodeRuns == nil {
+		return append(b, mpNil)
+	}
+	b = appendArrayLen(b, len(m.NodeRuns))
+	for _, v := range m.NodeRuns {
+		b = appendInt(b, int64(v))
+	}
+	return b
 }
 
+// helloFields is the length of a Hello with a layout; helloFieldsV1 that of
+// one without (blocks of earlier releases).
+const (
+	helloFields   = 11
+	helloFieldsV1 = 8
+)
+
 func (m *Hello) decodePayload(d *decoder) (err error) {
-	if err = d.expectArray(8, "Hello"); err != nil {
+	start := d.off
+	n, err := d.arrayLen(1)
+	if err != nil {
 		return err
+	}
+	if n != helloFields && n != helloFieldsV1 {
+		d.off = start
+		return d.fail("Hello: want an array of %d or %d fields, got %d", helloFieldsV1, helloFields, n)
 	}
 	v, err := d.uint(math.MaxUint16)
 	if err != nil {
@@ -477,8 +507,75 @@ func (m *Hello) decodePayload(d *decoder) (err error) {
 	if m.Host, err = d.str(); err != nil {
 		return err
 	}
-	m.PID, err = d.int32()
-	return err
+	if m.PID, err = d.int32(); err != nil || n == helloFieldsV1 {
+		return err
+	}
+	return m.decodeLayout(d)
+}
+
+// decodeLayout reads a Hello's Fanout, NodeHosts and NodeRuns and checks
+// them against Ranks: every rank in exactly one run of a named node, every
+// node named at least once.
+func (m *Hello) decodeLayout(d *decoder) (err error) {
+	if m.Fanout, err = d.int32(); err != nil {
+		return err
+	}
+	if m.Fanout < 0 {
+		return d.fail("Hello: fan-out %d", m.Fanout)
+	}
+	nh, err := d.arrayLen(1)
+	if err != nil {
+		return err
+	}
+	if nh > int(max(m.Ranks, 0)) {
+		return d.fail("Hello: %d node hosts for %d ranks", nh, m.Ranks)
+	}
+	if nh >= 0 {
+		m.NodeHosts = make([]string, nh)
+	}
+	for i := range m.NodeHosts {
+		if m.NodeHosts[i], err = d.str(); err != nil {
+			return err
+		}
+	}
+	nr, err := d.arrayLen(1)
+	if err != nil {
+		return err
+	}
+	if (nr > 0 && nr%2 != 0) || nr > 2*int(max(m.Ranks, 0)) || (nr > 0) != (nh > 0) {
+		return d.fail("Hello: %d node run entries for %d ranks and %d nodes", max(nr, 0), m.Ranks, max(nh, 0))
+	}
+	if nr >= 0 {
+		m.NodeRuns = make([]int32, nr)
+	}
+	var total int64
+	named := make([]bool, max(nh, 0))
+	for i := range m.NodeRuns {
+		if m.NodeRuns[i], err = d.int32(); err != nil {
+			return err
+		}
+		v := m.NodeRuns[i]
+		if i%2 == 0 {
+			if v < 0 || int(v) >= nh {
+				return d.fail("Hello: node %d of %d", v, nh)
+			}
+			named[v] = true
+		} else {
+			if v < 1 {
+				return d.fail("Hello: a run of %d ranks", v)
+			}
+			total += int64(v)
+		}
+	}
+	if nr > 0 && total != int64(m.Ranks) {
+		return d.fail("Hello: node runs cover %d ranks, not %d", total, m.Ranks)
+	}
+	for k, ok := range named {
+		if !ok {
+			return d.fail("Hello: node %d has no rank", k)
+		}
+	}
+	return nil
 }
 
 func (m *Welcome) appendPayload(b []byte) []byte {

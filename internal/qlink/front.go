@@ -450,6 +450,10 @@ func (f *Front) Stats() FrontStats {
 // removes the run's files from the queue directory (bad/ stays when it
 // holds refused files; the directory goes when Open made it and it is
 // empty). Blocks still serving the queue then stop. Close is idempotent.
+// removeWithin bounds how long Close tries again to remove a directory that
+// a network filesystem's stale listing keeps from being removed.
+const removeWithin = 3 * time.Second
+
 func (f *Front) Close() error {
 	f.mu.Lock()
 	if f.closing {
@@ -478,7 +482,7 @@ func (f *Front) Close() error {
 		if d == dirBad {
 			continue
 		}
-		if err := os.RemoveAll(f.path(d)); err != nil {
+		if err := RemoveTree(f.path(d), removeWithin); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -77,6 +77,24 @@ func checkDir(path string) error {
 var listHook atomic.Pointer[func(dir string)]
 
 // listDir returns the names in dir, unsorted.
+// RemoveTree removes path and everything below it, trying again for up to
+// within while it fails: a network filesystem that caches directory
+// listings (sshfs, NFS with attribute caching) may list a directory without
+// a file that a writer on another host renamed into it moments ago, and
+// removing the directory then fails with ENOTEMPTY until the cache expires.
+func RemoveTree(path string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	wait := 20 * time.Millisecond
+	for {
+		err := os.RemoveAll(path)
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(wait)
+		wait = min(2*wait, 500*time.Millisecond)
+	}
+}
+
 func listDir(dir string) ([]string, error) {
 	if h := listHook.Load(); h != nil {
 		(*h)(dir)
