@@ -10,6 +10,8 @@ import (
 	"slices"
 	"sync/atomic"
 	"time"
+
+	"github.com/rankfarm/rankfarm/internal/cloexec"
 )
 
 // Packet is one received message: its sender (Src, a rank of
@@ -137,6 +139,11 @@ type Endpoint struct {
 // gathers the node map, then runs the endpoint's loop on that goroutine. It
 // returns once all that is done, or with its error. Start and every step of
 // it are collective: all ranks must call it.
+//
+// Right after MPI_Init, Start marks every descriptor of the process but
+// stdin, stdout and stderr close-on-exec (close_range, or a walk of
+// /proc/self/fd), so that a program the rank starts inherits none of the
+// launcher's and the library's sockets and pipes.
 //
 // MPI can be initialised only once per process, so a second Start fails with
 // ErrStarted. ctx bounds the wait for start-up: if it ends first, Start
@@ -319,6 +326,12 @@ func (e *Endpoint) setup() error {
 	provided, err := Init(ThreadFunneled)
 	if err != nil {
 		return err
+	}
+	// The launcher's and the library's descriptors (PMIx and daemon
+	// sockets, Hydra's PMI_FD and its proxy's pipes) are mostly inheritable:
+	// a program this rank starts must get none of them.
+	if err := cloexec.MarkAll(); err != nil {
+		e.log.Warn("mpi: descriptors left inheritable by programs this rank starts", "err", err)
 	}
 	if provided < ThreadFunneled {
 		e.log.Warn("mpi: library provides less than MPI_THREAD_FUNNELED; going on since one thread makes every MPI call",

@@ -226,6 +226,30 @@ func TestMPIEndpoint(t *testing.T) {
 		assert.GreaterOrEqual(t, e.TagUB(), 32767)
 	})
 
+	t.Run("descriptors close-on-exec", func(t *testing.T) {
+		// The launcher's and the library's descriptors must not reach a
+		// program the rank starts (many are inheritable before Start).
+		entries, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Skip("no /proc/self/fd")
+		}
+		for _, en := range entries {
+			fd, err := strconv.Atoi(en.Name())
+			if err != nil || fd < 3 {
+				continue
+			}
+			flags, err := fcntlGetFD(fd)
+			if err != nil { // the directory listing's own, closed since
+				continue
+			}
+			target, _ := os.Readlink("/proc/self/fd/" + en.Name())
+			assert.NotZero(t, flags&syscall.FD_CLOEXEC, "fd %d (%s) is inheritable", fd, target)
+		}
+		out, err := exec.Command("/bin/sh", "-c", "ls /proc/$$/fd").Output()
+		require.NoError(t, err)
+		assert.Equal(t, []string{"0", "1", "2"}, strings.Fields(string(out)), "a child holds only stdin, stdout and stderr")
+	})
+
 	t.Run("bad sends", func(t *testing.T) {
 		tests := []struct {
 			name      string
@@ -402,4 +426,13 @@ func TestMPIEndpoint(t *testing.T) {
 	default:
 		t.Error("Done is not closed after Close")
 	}
+}
+
+// fcntlGetFD returns fd's descriptor flags (fcntl F_GETFD).
+func fcntlGetFD(fd int) (int, error) {
+	r, _, e := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), syscall.F_GETFD, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
 }
