@@ -27,6 +27,7 @@ import (
 	"github.com/rankfarm/rankfarm/internal/link"
 	"github.com/rankfarm/rankfarm/internal/qlink"
 	"github.com/rankfarm/rankfarm/internal/registry"
+	"github.com/rankfarm/rankfarm/launch"
 	"github.com/rankfarm/rankfarm/mpiexec/mpi"
 	"github.com/rankfarm/rankfarm/rankpool"
 	"github.com/rankfarm/rankfarm/serialize"
@@ -197,6 +198,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("mpiexec: start MPI: %w", err)
 	}
 	log := cfg.Logger.With("rank", ep.Rank())
+	registry.SetMPIRun(familyLauncher)
 	topo, err := rankpool.NewTopology(ep.Size(), ep.NodeOf(), cfg.Fanout)
 	if err != nil {
 		log.Error("no tree for this world; aborting the block", "err", err)
@@ -262,6 +264,17 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("mpiexec: finalize: %w", err)
 	}
 	return nil
+}
+
+// familyLauncher returns the launcher of this rank's MPI family on $PATH
+// (launch.MPIRun's choice: mpirun.openmpi or mpirun.mpich first), for a
+// task's RANKFARM_MPIRUN; "" when there is none, or only another family's.
+func familyLauncher() string {
+	family, path, err := launch.MPIRun{}.Resolve()
+	if err != nil || family != launch.Built {
+		return ""
+	}
+	return path
 }
 
 // dialFrontEnd connects rank 0 to the front end and returns the link and a

@@ -10,11 +10,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/rankfarm/rankfarm/internal/cloexec"
 	"github.com/vmihailenco/msgpack/v5"
 )
 
@@ -34,11 +34,6 @@ const (
 	EnvTaskRank    = "RANKFARM_RANK"    // the world rank of the worker that runs the command
 	EnvTaskAttempt = "RANKFARM_ATTEMPT" // 0 on the first run, then 1, 2, … on retries
 )
-
-// envPrefix marks the block's own variables, which a command does not
-// inherit: a rankfarm program run by a command must not take itself for a
-// rank of the block.
-const envPrefix = "RANKFARM_"
 
 // ShellResult is the value of the shell app. It travels as a msgpack array.
 type ShellResult struct {
@@ -71,8 +66,9 @@ type ShellSpec struct {
 	// Append appends to the Stdout and Stderr files instead of truncating
 	// them.
 	Append bool
-	// Env holds variables set for the command on top of the worker's
-	// environment (less the block's own RANKFARM_ variables).
+	// Env holds variables set for the command on top of the task's
+	// environment (TaskEnv: the worker's, less its MPI launcher's and the
+	// block's variables); they win over those of the same name.
 	Env map[string]string
 	// Dir is the command's working directory; "" means the worker's.
 	Dir string
@@ -113,7 +109,11 @@ func RunShell(ctx context.Context, command string) (ShellResult, error) {
 }
 
 // RunShellSpec runs spec.Cmd with /bin/sh -c in a process group of its own
-// and returns its exit status and its (bounded) captured output. When ctx
+// and returns its exit status and its (bounded) captured output. The
+// command starts as a clean process: with the task's environment (TaskEnv,
+// then spec.Env) and no descriptor of the rank's but stdin (/dev/null),
+// stdout and stderr, all of this process's descriptors being marked
+// close-on-exec (cloexec.MarkAll) just before it starts. When ctx
 // ends the whole group is killed with SIGKILL; so is whatever the shell
 // leaves running in its group when it exits, so that a command leaves no
 // process behind. On Linux the shell also dies with the worker that started
@@ -161,6 +161,12 @@ func RunShellSpec(ctx context.Context, spec ShellSpec) (ShellResult, error) {
 	setDeathSignal(cmd.SysProcAttr)
 	cmd.Cancel = func() error { return killGroup(cmd) }
 	cmd.WaitDelay = shellWaitDelay
+	// MPI opens some descriptors after the rank's start without
+	// close-on-exec (Open MPI's TCP connections to ranks of other nodes are
+	// made on first use): mark them, so that the command gets none. It
+	// fails only where neither close_range nor /proc/self/fd works, which
+	// the rank already logged at its start: run the command regardless.
+	_ = cloexec.MarkAll()
 	if err = cmd.Start(); err == nil {
 		err = waitAndKillGroup(cmd)
 	}
@@ -191,19 +197,8 @@ func RunShellSpec(ctx context.Context, spec ShellSpec) (ShellResult, error) {
 	return res, nil
 }
 
-// shellEnv is the worker's environment without the block's RANKFARM_
-// variables, plus the task's rank and attempt, plus extra.
+// shellEnv is the task's environment (TaskEnv) plus extra.
 func shellEnv(ctx context.Context, extra map[string]string) ([]string, error) {
-	base := os.Environ()
-	env := make([]string, 0, len(base)+len(extra)+2)
-	for _, kv := range base {
-		if !strings.HasPrefix(kv, envPrefix) {
-			env = append(env, kv)
-		}
-	}
-	if info, ok := Info(ctx); ok {
-		env = append(env, EnvTaskRank+"="+strconv.Itoa(info.Rank), EnvTaskAttempt+"="+strconv.Itoa(info.Attempt))
-	}
 	names := make([]string, 0, len(extra))
 	for k, v := range extra {
 		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) {
@@ -212,6 +207,7 @@ func shellEnv(ctx context.Context, extra map[string]string) ([]string, error) {
 		names = append(names, k)
 	}
 	sort.Strings(names)
+	env := TaskEnv(ctx)
 	for _, k := range names {
 		env = append(env, k+"="+extra[k]) // exec keeps the last of duplicates
 	}

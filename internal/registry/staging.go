@@ -23,6 +23,8 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+
+	"github.com/rankfarm/rankfarm/internal/cloexec"
 )
 
 // EnvScratch names the directory under which a worker makes each task's
@@ -426,7 +428,8 @@ func rsyncPull(ctx context.Context, src, dst string) error {
 var rsyncPath = sync.OnceValues(func() (string, error) { return exec.LookPath("rsync") })
 
 // runRsync runs rsync src dst in a process group of its own, killed when
-// ctx ends.
+// ctx ends. Like a shell task, rsync gets neither the rank's MPI launcher
+// variables nor its descriptors (CleanEnv keeps RSYNC_PASSWORD).
 func runRsync(ctx context.Context, src, dst string) error {
 	bin, err := rsyncPath()
 	if err != nil {
@@ -441,6 +444,8 @@ func runRsync(ctx context.Context, src, dst string) error {
 	setDeathSignal(cmd.SysProcAttr)
 	cmd.Cancel = func() error { return killGroup(cmd) }
 	cmd.WaitDelay = shellWaitDelay
+	cmd.Env = CleanEnv(os.Environ())
+	_ = cloexec.MarkAll() // as in RunShellSpec
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("rsync: %w", err)
 	}
