@@ -20,7 +20,7 @@ export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 endif
 
-.PHONY: all build run test test-other-mpi unit e2e e2e-queue nompi lint bench fuzz mpi chromium slurm slurm-stop clean
+.PHONY: all build run test test-other-mpi unit e2e e2e-queue nompi lint bench fuzz mpi chromium slurm slurm-stop hosts hosts-stop clean
 
 all: build
 
@@ -41,8 +41,21 @@ run: mpi
 
 ## test: lint, unit tests with -race, the nompi build, the MPI end-to-end suite
 ## over TCP and over the shared-filesystem queue
-## (and, as root, the provider tests on a real single-node Slurm)
-test: mpi chromium lint nompi slurm unit e2e e2e-queue slurm-stop
+## (and, as root, the provider tests on a real single-node Slurm and the
+## tests across hosts on the emulated cluster of ci/hosts.sh)
+test: mpi chromium lint nompi slurm hosts unit e2e e2e-queue slurm-stop hosts-stop
+
+## hosts: start the emulated cluster of the tests across hosts (as root;
+## ci/hosts.sh installs what it needs with apt): $(HOSTS) hosts in network,
+## UTS, IPC and mount namespaces, an rsh agent, a directory shared over
+## sshfs. Without root the tests across hosts are skipped.
+HOSTS ?= 4
+hosts:
+	@if [ "$$(id -u)" -eq 0 ]; then ./ci/hosts.sh start $(HOSTS); \
+	  else echo "make: the tests across hosts will be skipped; run 'sudo ./ci/hosts.sh start' to run them"; fi
+
+hosts-stop:
+	@if [ "$$(id -u)" -eq 0 ]; then ./ci/hosts.sh stop; fi
 
 ## slurm: start the single-node Slurm of the provider tests (as root; installs
 ## slurm-wlm and munge with apt when missing); without root the tests skip it
@@ -77,10 +90,10 @@ e2e-queue:
 
 ## test-other-mpi: with MPI=mpich, the other family's binding tests and
 ## the end-to-end suite (.ci/run runs it after make test)
-test-other-mpi: mpi slurm
+test-other-mpi: mpi slurm hosts
 	$(GO) test $(GOFLAGS_T) -race -count=1 ./mpiexec/mpi/ ./launch/
 	$(MAKE) e2e MPI=$(MPI)
-	$(MAKE) slurm-stop
+	$(MAKE) slurm-stop hosts-stop
 
 ## bench: the standard benchmark suite on this machine (under a minute on 2
 ## cores): throughput, latency, efficiency, scaling over rank counts and the

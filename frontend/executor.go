@@ -449,7 +449,11 @@ func (e *Executor) serve(b *block) {
 	e.mu.Lock()
 	e.blocks = append(e.blocks, b)
 	e.mon.blockEvent(monitor.BlockConnected, b, "", nil)
+	nodes := b.nodes()
 	e.mu.Unlock()
+	for _, n := range nodes {
+		e.log.Info("block layout", "block", b.name, "host", n.Host, "ranks", rankpool.FormatRanks(n.Ranks), "sub_masters", n.SubMasters)
+	}
 	e.bg.Add(1)
 	go func() {
 		defer e.bg.Done()

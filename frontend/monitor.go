@@ -282,6 +282,11 @@ func (m *monState) blockEvent(kind monitor.BlockEventKind, b *block, name string
 		if b.hello != nil {
 			ev.Host, ev.Ranks, ev.Workers = b.hello.Host, int(b.hello.Ranks), int(b.hello.Workers)
 		}
+		if kind == monitor.BlockConnected {
+			for _, n := range b.nodes() {
+				ev.Nodes = append(ev.Nodes, monitor.Node{Host: n.Host, Ranks: n.Ranks, SubMasters: n.SubMasters})
+			}
+		}
 	}
 	if detail != nil {
 		ev.Detail = detail.Error()

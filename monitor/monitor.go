@@ -122,6 +122,9 @@ type BlockEvent struct {
 	Host           string // rank 0's host
 	Ranks, Workers int
 	Detail         string
+	// Nodes are the block's hosts with their ranks and sub-masters, on
+	// BlockConnected when the block reported them (the block_nodes table).
+	Nodes []Node
 }
 
 // Sample is a snapshot of the executor's counters.

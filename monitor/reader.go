@@ -14,23 +14,8 @@ import (
 // per transaction, until none is left or the deadline passes (a zero
 // deadline means no limit). It returns the tasks it wrote.
 func materialize(ctx context.Context, db *sql.DB, deadline time.Time) (int, error) {
-	hosts := map[[2]string]string{} // (run, block) → host
-	loadHosts := func() error {
-		rows, err := db.QueryContext(ctx, `SELECT run, block, host FROM blocks WHERE host IS NOT NULL`)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var run, block, host string
-			if err := rows.Scan(&run, &block, &host); err != nil {
-				return err
-			}
-			hosts[[2]string{run, block}] = host
-		}
-		return rows.Err()
-	}
-	if err := loadHosts(); err != nil {
+	hosts, err := loadHostMap(ctx, db, 0)
+	if err != nil {
 		return 0, err
 	}
 	total := 0
@@ -47,14 +32,13 @@ func materialize(ctx context.Context, db *sql.DB, deadline time.Time) (int, erro
 	return total, nil
 }
 
-func materializeOne(ctx context.Context, db *sql.DB, hosts map[[2]string]string) (n int, more bool, err error) {
+func materializeOne(ctx context.Context, db *sql.DB, hosts *hostMap) (n int, more bool, err error) {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, false, err
 	}
 	defer func() { _ = tx.Rollback() }()
-	var id int64
-	var run string
+	var id, run int64
 	var data []byte
 	err = tx.QueryRowContext(ctx, `SELECT rowid, run, data FROM task_chunks ORDER BY rowid LIMIT 1`).Scan(&id, &run, &data)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -85,7 +69,7 @@ func materializeOne(ctx context.Context, db *sql.DB, hosts map[[2]string]string)
 		_, insErr = st.ExecContext(ctx, run, int64(t.ID), t.App, t.State,
 			nullTime(t.Submitted), nullTime(t.Ready), nullTime(t.Dispatched),
 			nullTime(t.Started), nullTime(t.Ended), nullTime(t.Finished),
-			nullStr(t.Block), rank, nullStr(hosts[[2]string{run, t.Block}]),
+			nullStr(t.Block), rank, nullStr(hosts.host(run, t.Block, t.Rank)),
 			t.Attempts, t.Requeues, kind, msg)
 		n++
 	})
@@ -417,7 +401,10 @@ func (r *Reader) Snapshot(ctx context.Context, run int64) (*Snapshot, error) {
 	}
 
 	// Blocks.
-	hosts := map[string]string{}
+	hosts, err := loadHostMap(ctx, tx, run)
+	if err != nil {
+		return nil, err
+	}
 	brows, err := tx.QueryContext(ctx, `SELECT ts, block, event, COALESCE(host, ''), COALESCE(ranks, 0), COALESCE(workers, 0), COALESCE(detail, '') FROM blocks WHERE run = ? ORDER BY ts`, run)
 	if err != nil {
 		return nil, err
@@ -430,9 +417,6 @@ func (r *Reader) Snapshot(ctx context.Context, run int64) (*Snapshot, error) {
 			return nil, err
 		}
 		b.T = sec(ts)
-		if b.Host != "" {
-			hosts[b.Block] = b.Host
-		}
 		s.Blocks = append(s.Blocks, b)
 	}
 	if err := brows.Err(); err != nil {
@@ -480,7 +464,7 @@ func (r *Reader) Snapshot(ctx context.Context, run int64) (*Snapshot, error) {
 		k := key{t.Block, t.Rank}
 		row := ranks[k]
 		if row == nil {
-			row = &RankRow{Block: t.Block, Rank: t.Rank, Host: hosts[t.Block], Busy: make([]float64, nb)}
+			row = &RankRow{Block: t.Block, Rank: t.Rank, Host: hosts.host(run, t.Block, t.Rank), Busy: make([]float64, nb)}
 			ranks[k] = row
 		}
 		row.Tasks++

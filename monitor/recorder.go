@@ -3,6 +3,7 @@ package monitor
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -83,6 +84,13 @@ CREATE TABLE IF NOT EXISTS blocks (
 	ranks INTEGER,
 	workers INTEGER,
 	detail TEXT
+);
+CREATE TABLE IF NOT EXISTS block_nodes (
+	run INTEGER NOT NULL,
+	block TEXT NOT NULL,
+	host TEXT NOT NULL,
+	ranks TEXT NOT NULL,
+	sub_masters TEXT
 );
 CREATE TABLE IF NOT EXISTS samples (
 	run INTEGER NOT NULL,
@@ -612,6 +620,11 @@ func (r *Recorder) writeBlocks(ev BlockEvent) {
 	}
 	r.check(r.exec(`INSERT INTO blocks VALUES (?,?,?,?,?,?,?,?)`,
 		r.run, ev.Time, ev.Block, ev.Kind.String(), nullStr(ev.Host), ev.Ranks, ev.Workers, nullStr(ev.Detail)))
+	for _, n := range ev.Nodes {
+		ranks, _ := json.Marshal(n.Ranks)
+		subs, _ := json.Marshal(n.SubMasters)
+		r.check(r.exec(`INSERT INTO block_nodes VALUES (?,?,?,?,?)`, r.run, ev.Block, n.Host, string(ranks), string(subs)))
+	}
 }
 
 func (r *Recorder) exec(q string, args ...any) error {

@@ -179,3 +179,55 @@ func TestRecorderWindowSlides(t *testing.T) {
 	assert.Equal(t, n, count)
 	assert.Equal(t, TaskRow{ID: 1, App: "slow", State: StateDone, Submitted: 1, Dispatched: 4, Started: 4, Ended: 5, Finished: 5, Block: "b0", Rank: 2, Attempts: 1}, slow)
 }
+
+// TestRankHosts records a block over two hosts and checks that each task's
+// host is its rank's, in the tasks table and in the dashboard's ranks.
+func TestRankHosts(t *testing.T) {
+	path := filepath.Join(t.TempDir(), DBName)
+	rec, err := Create(path, "hosts", nil)
+	require.NoError(t, err)
+	base := time.Unix(1_700_000_000, 0).UnixNano()
+	require.True(t, rec.Block(BlockEvent{Time: base, Block: "b0", Kind: BlockConnected, Host: "n1", Ranks: 4, Workers: 2,
+		Nodes: []Node{{Host: "n1", Ranks: []int{0, 1}}, {Host: "n2", Ranks: []int{2, 3}, SubMasters: []int{2}}}}))
+	// A block from before layouts: its tasks take its own host.
+	require.True(t, rec.Block(BlockEvent{Time: base, Block: "b1", Kind: BlockConnected, Host: "old", Ranks: 2, Workers: 1}))
+	var evs []Event
+	for i, rank := range []int32{1, 3, 3, 1} {
+		id := uint64(i + 1)
+		ts := base + int64(i)*1e6
+		evs = append(evs,
+			Event{Time: ts, Task: id, Kind: Submitted, Text: "app"},
+			Event{Time: ts + 10, Task: id, Kind: Dispatched, Block: "b0"},
+			Event{Time: ts + 100, Task: id, Kind: Result, Block: "b0", Rank: rank, Start: ts + 20, End: ts + 90})
+	}
+	evs = append(evs, Event{Time: base, Task: 9, Kind: Submitted, Text: "app"}, Event{Time: base + 10, Task: 9, Kind: Dispatched, Block: "b1"},
+		Event{Time: base + 100, Task: 9, Kind: Result, Block: "b1", Rank: 1, Start: base + 20, End: base + 90})
+	require.True(t, rec.Put(evs))
+	require.NoError(t, rec.Close(nil, 0))
+
+	db, err := sql.Open("sqlite", path)
+	require.NoError(t, err)
+	defer db.Close()
+	rows, err := db.Query(`SELECT id, host FROM tasks ORDER BY id`)
+	require.NoError(t, err)
+	got := map[int]string{}
+	for rows.Next() {
+		var id int
+		var host string
+		require.NoError(t, rows.Scan(&id, &host))
+		got[id] = host
+	}
+	require.NoError(t, rows.Err())
+	assert.Equal(t, map[int]string{1: "n1", 2: "n2", 3: "n2", 4: "n1", 9: "old"}, got)
+
+	r, err := OpenReader(path)
+	require.NoError(t, err)
+	defer r.Close()
+	snap, err := r.Snapshot(context.Background(), 1)
+	require.NoError(t, err)
+	hosts := map[string]string{}
+	for _, row := range snap.Timeline.Rows {
+		hosts[fmt.Sprintf("%s/%d", row.Block, row.Rank)] = row.Host
+	}
+	assert.Equal(t, map[string]string{"b0/1": "n1", "b0/3": "n2", "b1/1": "old"}, hosts)
+}

@@ -54,6 +54,12 @@ const (
 	// other through shared doorbells (see mpi.Options.NoDoorbells); "on",
 	// the default, uses them where /dev/shm allows.
 	EnvDoorbells = "RANKFARM_DOORBELLS"
+	// EnvFinalizeTimeout bounds a rank's MPI_Finalize once the block has
+	// shut down (a Go duration; default 5s): past it the rank logs a
+	// warning and exits with status 0, its work done. Debian's MPICH over
+	// UCX 1.13's TCP transport can hang in MPI_Finalize for ever once
+	// ranks on two hosts have talked; a block must still end.
+	EnvFinalizeTimeout = "RANKFARM_FINALIZE_TIMEOUT"
 	// EnvReconnectGrace is how long rank 0 dials the front end again after
 	// their connection broke (a Go duration; the front end sets it).
 	EnvReconnectGrace = "RANKFARM_RECONNECT_GRACE"
@@ -86,6 +92,9 @@ type Config struct {
 	Spin, MaxSleep time.Duration
 	// NoDoorbells turns the node's shared doorbells off (mpi.Options).
 	NoDoorbells bool
+	// FinalizeTimeout bounds MPI_Finalize at the end (see
+	// EnvFinalizeTimeout); 0 means DefaultFinalizeTimeout.
+	FinalizeTimeout time.Duration
 	// PeerTimeout is how long rank 0 waits without a word from the front end
 	// before it shuts the block down; 0 means 30 s.
 	PeerTimeout time.Duration
@@ -125,7 +134,7 @@ func ConfigFromEnv() (Config, error) {
 	for _, v := range []struct {
 		env string
 		dst *time.Duration
-	}{{EnvSpin, &cfg.Spin}, {EnvMaxSleep, &cfg.MaxSleep}, {EnvReconnectGrace, &cfg.ReconnectGrace}} {
+	}{{EnvSpin, &cfg.Spin}, {EnvMaxSleep, &cfg.MaxSleep}, {EnvReconnectGrace, &cfg.ReconnectGrace}, {EnvFinalizeTimeout, &cfg.FinalizeTimeout}} {
 		s := os.Getenv(v.env)
 		if s == "" {
 			continue
@@ -210,10 +219,15 @@ func Run(ctx context.Context, cfg Config) error {
 	// each running Slots tasks at once.
 	slots := max(topo.Workers(), 1) * max(cfg.Slots, 1)
 	tr := newTransport(ep, place.Rank)
+	var hello serialize.Hello
+	if place.Rank == 0 {
+		hello = blockHello(cfg, ep, topo, slots)
+		logLayout(log, &hello, topo)
+	}
 
 	if place.Rank == 0 && cfg.QueueDir != "" {
 		// The shared-filesystem queue instead of TCP (see queue.go).
-		conn, err := joinQueue(ctx, cfg, ep.Size(), slots)
+		conn, err := joinQueue(ctx, cfg, hello)
 		if err != nil {
 			log.Error("rank 0 cannot join the queue; aborting the block", "err", err)
 			ep.Abort(3)
@@ -224,7 +238,7 @@ func Run(ctx context.Context, cfg Config) error {
 		go tr.pumpUpstream(ctx, conn, log)
 		go tr.onSignal(ctx, log)
 	} else if place.Rank == 0 {
-		first, redial, err := dialFrontEnd(ctx, cfg, ep.Size(), slots)
+		first, redial, err := dialFrontEnd(ctx, cfg, hello)
 		var conn *link.Session
 		if err == nil {
 			conn, err = link.NewSession(first, cfg.ReconnectGrace, "front end", log)
@@ -258,13 +272,27 @@ func Run(ctx context.Context, cfg Config) error {
 		ep.Abort(4)
 		return runErr
 	}
-	closeCtx, closeCancel := context.WithTimeout(context.Background(), 30*time.Second)
+	fin := cfg.FinalizeTimeout
+	if fin <= 0 {
+		fin = DefaultFinalizeTimeout
+	}
+	closeCtx, closeCancel := context.WithTimeout(context.Background(), fin)
 	defer closeCancel()
 	if err := ep.Close(closeCtx); err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			// The block's work is done and delivered: a finalize that
+			// hangs (see EnvFinalizeTimeout) must not keep it alive.
+			log.Warn("MPI_Finalize did not return; exiting without it", "waited", fin)
+			return nil
+		}
 		return fmt.Errorf("mpiexec: finalize: %w", err)
 	}
 	return nil
 }
+
+// DefaultFinalizeTimeout bounds MPI_Finalize when Config.FinalizeTimeout
+// is 0.
+const DefaultFinalizeTimeout = 5 * time.Second
 
 // familyLauncher returns the launcher of this rank's MPI family on $PATH
 // (launch.MPIRun's choice: mpirun.openmpi or mpirun.mpich first), for a
@@ -277,10 +305,50 @@ func familyLauncher() string {
 	return path
 }
 
+// blockHello is the Hello rank 0 introduces the block with: its size, task
+// slots and host, and its layout (the node of every rank, the host of every
+// node, the tree's fan-out), so that the front end can tell which host each
+// rank runs on and which ranks are sub-masters.
+func blockHello(cfg Config, ep *mpi.Endpoint, topo *rankpool.Topology, slots int) serialize.Hello {
+	host, _ := os.Hostname()
+	h := serialize.Hello{
+		Block:   cfg.Block,
+		Ranks:   int32(ep.Size()),
+		Workers: int32(slots),
+		Host:    host,
+		PID:     int32(os.Getpid()),
+		Fanout:  int32(topo.Fanout()),
+	}
+	if hosts := ep.Hosts(); len(hosts) > 0 {
+		h.NodeHosts = hosts
+		h.NodeRuns = serialize.NodeRunsOf(ep.NodeOf())
+	}
+	return h
+}
+
+// logLayout logs, at rank 0, the hosts of the block with their ranks and
+// sub-masters.
+func logLayout(log *slog.Logger, h *serialize.Hello, topo *rankpool.Topology) {
+	nodeOf := h.NodeOf()
+	for k, host := range h.NodeHosts {
+		var ranks, relays []int
+		for r, n := range nodeOf {
+			if n != k {
+				continue
+			}
+			ranks = append(ranks, r)
+			if topo.Place(r).Role == rankpool.RoleSubMaster {
+				relays = append(relays, r)
+			}
+		}
+		log.Info("block layout", "node", k, "host", host, "ranks", rankpool.FormatRanks(ranks), "sub_masters", relays)
+	}
+}
+
 // dialFrontEnd connects rank 0 to the front end and returns the link and a
 // function that dials again with the same proof (the token file is read
 // once, here).
-func dialFrontEnd(ctx context.Context, cfg Config, size, slots int) (link.Conn, func(context.Context) (link.Conn, error), error) {
+func dialFrontEnd(ctx context.Context, cfg Config, hello serialize.Hello) (link.Conn, func(context.Context) (link.Conn, error), error) {
 	if cfg.Addr == "" || cfg.TokenFile == "" {
 		return nil, nil, fmt.Errorf("mpiexec: rank 0 needs %s and %s", link.EnvAddr, link.EnvTokenFile)
 	}
@@ -288,19 +356,12 @@ func dialFrontEnd(ctx context.Context, cfg Config, size, slots int) (link.Conn, 
 	if err != nil {
 		return nil, nil, err
 	}
-	host, _ := os.Hostname()
 	dial := func(ctx context.Context) (link.Conn, error) {
 		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		conn, _, err := link.Dial(dctx, cfg.Addr, link.DialOptions{
-			Token: token,
-			Hello: serialize.Hello{
-				Block:   cfg.Block,
-				Ranks:   int32(size),
-				Workers: int32(slots),
-				Host:    host,
-				PID:     int32(os.Getpid()),
-			},
+			Token:          token,
+			Hello:          hello,
 			PeerTimeout:    cfg.PeerTimeout,
 			Logger:         cfg.Logger,
 			TLSFingerprint: cfg.TLSFingerprint,

@@ -3,7 +3,6 @@ package mpiexec
 import (
 	"context"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/rankfarm/rankfarm/internal/qlink"
@@ -13,19 +12,12 @@ import (
 // joinQueue makes rank 0 a block of the shared-filesystem queue in
 // cfg.QueueDir: the link to the front end when no socket reaches it. It
 // waits up to 30 s for a front end to open the queue.
-// slots is the block's task slots, announced in its Hello.
-func joinQueue(ctx context.Context, cfg Config, size, slots int) (*qlink.Block, error) {
-	host, _ := os.Hostname()
+// hello introduces the block (see blockHello).
+func joinQueue(ctx context.Context, cfg Config, hello serialize.Hello) (*qlink.Block, error) {
 	jctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	b, err := qlink.Join(jctx, cfg.QueueDir, qlink.BlockOptions{
-		Hello: serialize.Hello{
-			Block:   cfg.Block,
-			Ranks:   int32(size),
-			Workers: int32(slots),
-			Host:    host,
-			PID:     int32(os.Getpid()),
-		},
+		Hello:       hello,
 		PeerTimeout: cfg.PeerTimeout,
 		Logger:      cfg.Logger,
 	})

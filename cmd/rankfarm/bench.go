@@ -8,9 +8,11 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"time"
 
 	"github.com/rankfarm/rankfarm/bench"
 	"github.com/rankfarm/rankfarm/frontend"
+	"github.com/rankfarm/rankfarm/launch"
 	"github.com/spf13/pflag"
 )
 
@@ -38,6 +40,15 @@ are more ranks than cores) and closes them:
               closing the block then fails them.
 Rank 0 schedules and the other ranks work (a block of 1 rank works on rank
 0 itself). Every value is checked; "errors" counts wrong or failed tasks.
+
+With --hosts the same parts (throughput, latency and the efficiency of 1 ms
+tasks unless --parts and --efficiency-durations say otherwise) run twice in
+one run: on NP ranks of this host, then on NP ranks over the hosts (NP
+defaults to their slots), and the ratios of the two are printed. The other
+hosts must reach --listen and see --run-dir and this binary, for example:
+
+  rankfarm bench --hosts n1:4,n2:4,n3:4,n4:4 --listen 10.0.0.1:0 \
+      --network 10.0.0.0/24 --run-dir $HOME/rf-bench
 
 Flags:
 `
@@ -67,6 +78,10 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	linkKind := fs.String("link", "tcp", "how the front end and the blocks talk: tcp, or queue (batch files in a shared directory)")
 	out := fs.String("out", "", "also write into this directory the result (result.json), a Markdown report naming the command and the machine (results.md) and the plots of the parts that ran, PNG and SVG: latency, efficiency, scaling, memory")
 	queueDir := fs.String("queue-dir", "", "with --link queue: the queue's directory (default: a fresh one under the system's temporary directory, removed after)")
+	var hf hostFlags
+	hf.add(fs)
+	listen := fs.String("listen", "", "with --hosts: the address of this host that the other hosts reach, e.g. 10.0.0.1:0 (default 127.0.0.1:0)")
+	runDir := fs.String("run-dir", "", "with --hosts: the run directory (token file), which the other hosts must see (default: a fresh temporary directory)")
 	if err := parse(fs, args, stderr); err != nil {
 		return err
 	}
@@ -135,6 +150,44 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		o := opt
 		o.NP = np
 		return frontend.Start(ctx, o)
+	}
+	if hf != (hostFlags{}) {
+		// --hosts: the same parts on this host and across the hosts, in
+		// one run; the efficiency of 1 ms tasks unless asked otherwise.
+		var l launch.MPIRun
+		slots, err := hf.apply(&l)
+		if err != nil {
+			return usageErr("%v", err)
+		}
+		if len(l.Hosts) == 0 {
+			return usageErr("--rsh-agent and --network go with --hosts")
+		}
+		if !fs.Changed("np") {
+			cfg.NP = slots
+		}
+		if *listen == "" || strings.HasPrefix(*listen, "127.") {
+			fmt.Fprintf(stderr, "rankfarm bench: warning: ranks on other hosts cannot reach a loopback address; pass --listen with an address of this host that they reach\n")
+		}
+		if !fs.Changed("parts") {
+			cfg.Parts = []string{bench.PartThroughput, bench.PartLatency, bench.PartEfficiency}
+		}
+		if !fs.Changed("efficiency-durations") {
+			cfg.EfficiencyDurations = []time.Duration{time.Millisecond}
+		}
+		across := func(ctx context.Context, np int) (*frontend.Executor, error) {
+			o := opt
+			o.NP, o.Launcher, o.ListenAddr, o.RunDir = np, l, *listen, *runDir
+			return frontend.Start(ctx, o)
+		}
+		cmp, err := bench.CompareHosts(ctx, start, across, l.Hosts, cfg)
+		if err != nil {
+			return err
+		}
+		cmp.OneHost.Link, cmp.AcrossHosts.Link = *linkKind, *linkKind
+		if *jsonOut {
+			return cmp.WriteJSON(stdout)
+		}
+		return cmp.WriteTable(stdout)
 	}
 	res, err := bench.Suite(ctx, start, cfg)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/rankfarm/rankfarm/frontend"
+	"github.com/rankfarm/rankfarm/launch"
 	"github.com/rankfarm/rankfarm/provider"
 )
 
@@ -45,6 +46,32 @@ type blockFlags struct {
 	runDir        string
 	startTimeout  time.Duration
 	blockRestarts int
+	hosts         hostFlags
+}
+
+// hostFlags place mpirun's ranks on other hosts.
+type hostFlags struct {
+	hosts, agent, network string
+}
+
+// add declares the host flags on fs.
+func (h *hostFlags) add(fs *pflag.FlagSet) {
+	fs.StringVar(&h.hosts, "hosts", "", "run the block's ranks on these hosts, a comma list of HOST or HOST:SLOTS (mpirun -H, Hydra -hosts); --np defaults to their slots")
+	fs.StringVar(&h.agent, "rsh-agent", "", "the remote shell mpirun starts its daemons on other hosts with (default ssh)")
+	fs.StringVar(&h.network, "network", "", "the network the ranks talk over, as a CIDR range or an interface name, when hosts have several (Open MPI: btl/oob_tcp_if_include; Hydra: -iface)")
+}
+
+// apply puts the host flags into l, the launcher mpirun builds, and returns
+// the ranks the hosts offer (0 without --hosts).
+func (h *hostFlags) apply(l *launch.MPIRun) (int, error) {
+	if h.hosts != "" {
+		l.Hosts = strings.Split(h.hosts, ",")
+		if err := launch.CheckHosts(l.Hosts); err != nil {
+			return 0, fmt.Errorf("--hosts: %w", err)
+		}
+	}
+	l.Agent, l.Network = h.agent, h.network
+	return launch.HostSlots(l.Hosts), nil
 }
 
 // add declares the block flags on fs.
@@ -68,14 +95,31 @@ func (b *blockFlags) add(fs *pflag.FlagSet) {
 	fs.StringVar(&b.runDir, "run-dir", "", "the run directory (job scripts, token file); compute nodes must see it (default: a fresh temporary directory)")
 	fs.DurationVar(&b.startTimeout, "start-timeout", 0, "how long a block may take to connect once its job runs (default 60s)")
 	fs.IntVar(&b.blockRestarts, "block-restarts", 0, "blocks that may fail to start or be lost before the run gives up (default 3)")
+	b.hosts.add(fs)
 }
 
-// apply sets the block options of opt from the flags. np is --np.
-func (b *blockFlags) apply(opt *frontend.Options, np int, log *slog.Logger) error {
+// apply sets the block options of opt from the flags. np is --np, npSet
+// whether it was given.
+func (b *blockFlags) apply(opt *frontend.Options, np int, npSet bool, log *slog.Logger) error {
 	opt.ListenAddr = b.listen
 	opt.RunDir = b.runDir
 	opt.StartTimeout = b.startTimeout
 	opt.BlockRestarts = b.blockRestarts
+	if l, ok := opt.Launcher.(launch.MPIRun); ok && b.launcher == "mpirun" {
+		slots, err := b.hosts.apply(&l)
+		if err != nil {
+			return err
+		}
+		opt.Launcher = l
+		if slots > 0 && !npSet {
+			opt.NP = slots
+		}
+		if len(l.Hosts) > 0 && (opt.ListenAddr == "" || strings.HasPrefix(opt.ListenAddr, "127.")) {
+			log.Warn("ranks on other hosts cannot reach a loopback address; pass --listen with an address of this host that they reach", "listen", opt.ListenAddr)
+		}
+	} else if b.hosts != (hostFlags{}) {
+		return fmt.Errorf("--hosts, --rsh-agent and --network go with mpirun blocks launched from here")
+	}
 	switch b.provider {
 	case "":
 		return nil

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/rankfarm/rankfarm/frontend"
+	"github.com/rankfarm/rankfarm/launch"
 	"github.com/rankfarm/rankfarm/provider"
 )
 
@@ -20,6 +21,7 @@ func TestBlockFlags(t *testing.T) {
 		name    string
 		args    []string
 		np      int
+		npUnset bool // --np was not given
 		wantErr string
 		check   func(t *testing.T, o frontend.Options)
 	}{
@@ -52,6 +54,16 @@ func TestBlockFlags(t *testing.T) {
 				assert.IsType(t, &provider.Local{}, o.Provider)
 				assert.Empty(t, o.RunDir, "local blocks see the temporary run directory")
 			}},
+		{name: "hosts", np: 4, npUnset: true, args: []string{"--hosts", "n1:4,n2:4,n3", "--rsh-agent", "/usr/bin/ssh", "--network", "10.0.0.0/8", "--listen", "10.0.0.1:0"},
+			check: func(t *testing.T, o frontend.Options) {
+				assert.Equal(t, launch.MPIRun{Hosts: []string{"n1:4", "n2:4", "n3"}, Agent: "/usr/bin/ssh", Network: "10.0.0.0/8"}, o.Launcher)
+				assert.Equal(t, 9, o.NP, "--np defaults to the hosts' slots")
+				assert.Equal(t, "10.0.0.1:0", o.ListenAddr)
+			}},
+		{name: "hosts with --np", np: 4, args: []string{"--hosts", "n1:4,n2:4"},
+			check: func(t *testing.T, o frontend.Options) { assert.Zero(t, o.NP, "--np as given (the command sets it)") }},
+		{name: "bad host", np: 2, args: []string{"--hosts", "n1:x"}, wantErr: `--hosts: launch: host "n1:x"`},
+		{name: "hosts need mpirun", np: 2, args: []string{"--provider", "slurm", "--launcher", "srun", "--hosts", "n1", "--run-dir", "R"}, wantErr: "--hosts, --rsh-agent and --network go with mpirun"},
 		{name: "unknown provider", args: []string{"--provider", "lsf"}, np: 2, wantErr: `--provider "lsf"`},
 		{name: "unknown launcher", args: []string{"--provider", "slurm", "--launcher", "aprun", "--run-dir", "R"}, np: 2, wantErr: `--launcher "aprun"`},
 	} {
@@ -60,8 +72,8 @@ func TestBlockFlags(t *testing.T) {
 			var b blockFlags
 			b.add(fs)
 			require.NoError(t, fs.Parse(c.args))
-			var o frontend.Options
-			err := b.apply(&o, c.np, log)
+			o := frontend.Options{Launcher: launch.MPIRun{}}
+			err := b.apply(&o, c.np, !c.npUnset, log)
 			if c.wantErr != "" {
 				require.ErrorContains(t, err, c.wantErr)
 				return

@@ -228,7 +228,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		Launcher: launch.MPIRun{Path: f.mpirun, ExtraArgs: strings.Fields(f.mpirunArgs)},
 		Logger:   log,
 	}
-	if err := f.blocks.apply(&opt, f.np, log); err != nil {
+	if err := f.blocks.apply(&opt, f.np, fs.Changed("np"), log); err != nil {
 		return usageErr("%v", err)
 	}
 	ex, err := frontend.Start(ctx, opt)

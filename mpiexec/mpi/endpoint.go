@@ -104,6 +104,7 @@ type Endpoint struct {
 	localRank, localSize int
 	tagUB                int
 	nodeOf               []int
+	hosts                []string // at rank 0: the host name of each node
 
 	recv  chan Packet
 	done  chan struct{} // closed when the loop has finished (MPI finalised)
@@ -190,6 +191,11 @@ func (e *Endpoint) Size() int { return e.size }
 // 0's node is node 0). A node is a shared-memory domain as MPI sees it
 // (MPI_COMM_TYPE_SHARED). The slice is shared: do not modify it.
 func (e *Endpoint) NodeOf() []int { return e.nodeOf }
+
+// Hosts returns, at rank 0, the host name of each node of the node map
+// (MPI_Get_processor_name of its first rank): Hosts()[k] names node k. Other
+// ranks get nil. The slice is shared: do not modify it.
+func (e *Endpoint) Hosts() []string { return e.hosts }
 
 // LocalRank returns this rank's index among the ranks of its node, in world
 // rank order.
@@ -355,6 +361,9 @@ func (e *Endpoint) setup() error {
 		return err
 	}
 	e.nodeOf = nodeMap(leaders)
+	if e.hosts, err = GatherHosts(e.rank, e.nodeOf); err != nil {
+		return err
+	}
 	if e.w, err = newWaker(); err != nil {
 		return err
 	}
