@@ -272,10 +272,12 @@ check() {
 	echo ok >"$dir/export/$probe"
 	for h in $(seq 1 "$n"); do
 		h=rfhost$h
-		[ -e "/run/netns/$h" ] || {
+		# A host whose link a test took down and never brought back
+		# (the test was killed) is not healthy.
+		if [ ! -e "/run/netns/$h" ] || ! ip -n "$h" link show eth0 2>/dev/null | grep -q 'state UP'; then
 			rm -f "$dir/export/$probe"
 			return 1
-		}
+		fi
 		if [ "$("$dir/bin/rsh" "$h" "hostname; cat $dir/shared/$probe" 2>/dev/null | tr '\n' ' ')" != "$h ok " ]; then
 			rm -f "$dir/export/$probe"
 			return 1

@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/rankfarm/rankfarm/internal/link"
@@ -133,6 +134,7 @@ func (e *Executor) setup(ctx context.Context, opt Options) (err error) {
 	if opt.Slots > 0 {
 		s.env[EnvSlots] = strconv.Itoa(opt.Slots)
 	}
+	forwardTuning(s.env)
 	e.spec = s
 	e.awaiting = make(map[string]chan accepted)
 	e.bg.Add(1)
@@ -185,6 +187,24 @@ func (e *Executor) acceptLoop() {
 		default:
 			e.log.Warn("a block that is not awaited connected; closing it", "block", hello.Block, "host", hello.Host, "pid", hello.PID)
 			_ = conn.Close()
+		}
+	}
+}
+
+// forwardTuning adds to env the rank settings of this process's own
+// environment (RANKFARM_LOG, RANKFARM_FANOUT, RANKFARM_MAX_SLEEP,
+// RANKFARM_DOORBELLS, RANKFARM_NET_WAKE, …: every RANKFARM_ variable that
+// env does not set already). Ranks on this host inherit them anyway, but
+// Open MPI passes ranks on other hosts only the variables it is told to
+// (-x), so a setting would otherwise hold on one host and not on the others.
+func forwardTuning(env map[string]string) {
+	for _, kv := range os.Environ() {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || !strings.HasPrefix(k, "RANKFARM_") || strings.ContainsAny(k, ",") {
+			continue
+		}
+		if _, set := env[k]; !set {
+			env[k] = v
 		}
 	}
 }
@@ -304,6 +324,10 @@ func (e *Executor) startBlock(ctx context.Context, name string) (b *block, err e
 // ErrLost, and the error names the last failure.
 func (e *Executor) replace(cause error) {
 	defer e.bg.Done()
+	// Failed starts wait longer each time (1 s, 2 s, 4 s, … up to
+	// maxRestartWait): a host that is down for a few seconds must not use
+	// up the restart budget before it is back.
+	wait := time.Second
 	for {
 		e.mu.Lock()
 		if e.closing {
@@ -345,9 +369,10 @@ func (e *Executor) replace(cause error) {
 			e.restarts++
 			e.mu.Unlock()
 			select {
-			case <-time.After(time.Second):
+			case <-time.After(wait):
 			case <-e.ctx.Done():
 			}
+			wait = min(2*wait, maxRestartWait)
 			continue
 		}
 		e.starting--
@@ -358,6 +383,10 @@ func (e *Executor) replace(cause error) {
 		return
 	}
 }
+
+// maxRestartWait bounds the wait between two failed starts of a
+// replacement block.
+const maxRestartWait = 30 * time.Second
 
 // breakDown records that no block is left nor coming: queued tasks fail
 // with ErrLost, and so will later ones. Called with e.mu held.

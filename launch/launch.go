@@ -7,6 +7,7 @@ package launch
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"sort"
@@ -64,6 +65,10 @@ type MPIRun struct {
 	Network string
 }
 
+// EnvNetwork passes MPIRun.Network to the ranks (the same name as
+// mpi.EnvNetwork): they bind their wake-up sockets in that network.
+const EnvNetwork = "RANKFARM_NETWORK"
+
 // euid is os.Geteuid, replaced in tests.
 var euid = os.Geteuid
 
@@ -81,6 +86,14 @@ func (m MPIRun) command(built Family, np int, exe string, args []string, env map
 	}
 	if exe == "" {
 		return nil, errors.New("launch: no executable to launch")
+	}
+	if m.Network != "" {
+		// The ranks bind their wake-up sockets in the same network.
+		env = maps.Clone(env)
+		if env == nil {
+			env = map[string]string{}
+		}
+		env[EnvNetwork] = m.Network
 	}
 	names := make([]string, 0, len(env))
 	for k := range env {

@@ -162,7 +162,7 @@ func TestMPIRunCommand(t *testing.T) {
 			m:       MPIRun{Hosts: []string{"n1:4", "n2:4"}, Agent: "/bin/true", Network: "10.1.0.0/16"},
 			wantFam: OpenMPI,
 			want: []string{"/usr/bin/mpirun.openmpi", "--oversubscribe", "-np", "8", "-H", "n1:4,n2:4", "--mca", "plm_rsh_agent", "/bin/true",
-				"--mca", "btl_tcp_if_include", "10.1.0.0/16", "--mca", "oob_tcp_if_include", "10.1.0.0/16", "/bin/app"},
+				"--mca", "btl_tcp_if_include", "10.1.0.0/16", "--mca", "oob_tcp_if_include", "10.1.0.0/16", "-x", "RANKFARM_NETWORK", "/bin/app"},
 		},
 		{
 			name: "mpich over hosts with an agent and this host's interface of the network", built: MPICH, onPath: debianBoth, np: 2, exe: "/bin/app",

@@ -54,6 +54,10 @@ const (
 	// other through shared doorbells (see mpi.Options.NoDoorbells); "on",
 	// the default, uses them where /dev/shm allows.
 	EnvDoorbells = "RANKFARM_DOORBELLS"
+	// EnvNetWake set to "off" keeps ranks on different hosts from waking
+	// each other with a datagram (see mpi.Options.NoNetWake); "on", the
+	// default, uses them in a block of several nodes.
+	EnvNetWake = "RANKFARM_NET_WAKE"
 	// EnvFinalizeTimeout bounds a rank's MPI_Finalize once the block has
 	// shut down (a Go duration; default 5s): past it the rank logs a
 	// warning and exits with status 0, its work done. Debian's MPICH over
@@ -92,6 +96,9 @@ type Config struct {
 	Spin, MaxSleep time.Duration
 	// NoDoorbells turns the node's shared doorbells off (mpi.Options).
 	NoDoorbells bool
+	// NoNetWake turns the wake-up datagrams between hosts off
+	// (mpi.Options).
+	NoNetWake bool
 	// FinalizeTimeout bounds MPI_Finalize at the end (see
 	// EnvFinalizeTimeout); 0 means DefaultFinalizeTimeout.
 	FinalizeTimeout time.Duration
@@ -152,6 +159,13 @@ func ConfigFromEnv() (Config, error) {
 	default:
 		return cfg, fmt.Errorf("mpiexec: %s=%q: want on or off", EnvDoorbells, s)
 	}
+	switch s := os.Getenv(EnvNetWake); s {
+	case "", "on":
+	case "off":
+		cfg.NoNetWake = true
+	default:
+		return cfg, fmt.Errorf("mpiexec: %s=%q: want on or off", EnvNetWake, s)
+	}
 	return cfg, nil
 }
 
@@ -202,7 +216,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// round trip from ~500 µs to ~300 µs.
 	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + 1)
 
-	ep, err := mpi.Start(ctx, mpi.Options{Logger: cfg.Logger, Spin: cfg.Spin, MaxIdleSleep: cfg.MaxSleep, NoDoorbells: cfg.NoDoorbells})
+	ep, err := mpi.Start(ctx, mpi.Options{Logger: cfg.Logger, Spin: cfg.Spin, MaxIdleSleep: cfg.MaxSleep, NoDoorbells: cfg.NoDoorbells, NoNetWake: cfg.NoNetWake})
 	if err != nil {
 		return fmt.Errorf("mpiexec: start MPI: %w", err)
 	}

@@ -48,6 +48,10 @@ type Options struct {
 	// ranks of a node share a page of doorbells (see the package doc), and
 	// a rank that sends to a sleeping neighbour wakes it.
 	NoDoorbells bool
+	// NoNetWake keeps ranks on other nodes from waking each other with a
+	// datagram (see netwake.go): an idle rank then notices a message from
+	// another host only when its sleep ends.
+	NoNetWake bool
 }
 
 const (
@@ -113,6 +117,9 @@ type Endpoint struct {
 	// bells maps the world ranks of this node to their doorbells (local
 	// ranks); nil without shared doorbells. Read-only after start-up.
 	bells map[int]int32
+	// net wakes ranks of other nodes (nil in a world of one node); used
+	// by the loop only after start-up.
+	net *netWaker
 
 	// signal tells the loop to look at the shared state below; sleeping is
 	// true while the loop sleeps in the waker (see poke).
@@ -382,10 +389,13 @@ func (e *Endpoint) setup() error {
 	if shared {
 		e.bells = localRanks(e.nodeOf, e.rank)
 	}
+	if e.net, err = e.setupNetWake(e.opt.NoNetWake); err != nil {
+		return err
+	}
 	threadSetup()
 	e.log.Debug("mpi: started", "rank", e.rank, "size", e.size, "local_rank", e.localRank,
 		"local_size", e.localSize, "node", e.nodeOf[e.rank], "thread_level", provided.String(),
-		"doorbells", shared)
+		"doorbells", shared, "net_wake", e.net != nil)
 	return nil
 }
 
@@ -565,6 +575,8 @@ func (e *Endpoint) round(st *loopState) (did bool) {
 		} else if b, ok := e.bells[p.dest]; ok && !st.rung[b] {
 			st.rung[b] = true
 			st.ring = append(st.ring, b)
+		} else if e.net != nil {
+			e.net.sentTo(p.dest, time.Now())
 		}
 		did = true
 	}
@@ -623,6 +635,9 @@ func (e *Endpoint) round(st *loopState) (did bool) {
 			continue
 		}
 		p := Packet{Src: s.Source, Tag: s.Tag, Data: buf}
+		if e.net != nil {
+			e.net.touch(s.Source, time.Now())
+		}
 		did = true
 		if len(st.overflow) == 0 {
 			select {
@@ -665,6 +680,7 @@ func (e *Endpoint) finish(st *loopState) {
 		errs = append(errs, fmt.Errorf("%w (%d loop errors in all)", st.firstErr, st.errs))
 	}
 	st.sends.free()
+	e.net.close()
 	if err := Finalize(); err != nil {
 		errs = append(errs, err)
 	}

@@ -1,0 +1,20 @@
+package frontend
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+)
+
+func TestForwardTuning(t *testing.T) {
+	t.Setenv("RANKFARM_NET_WAKE", "off")
+	t.Setenv("RANKFARM_LOG", "debug")
+	t.Setenv("RANKFARM_EXEC", "0") // set by the executor: its value wins
+	t.Setenv("OMPI_MCA_btl", "self,tcp")
+	env := map[string]string{EnvExec: "1"}
+	forwardTuning(env)
+	assert.Equal(t, "off", env["RANKFARM_NET_WAKE"])
+	assert.Equal(t, "debug", env["RANKFARM_LOG"])
+	assert.Equal(t, "1", env[EnvExec])
+	assert.NotContains(t, env, "OMPI_MCA_btl", "only rankfarm's own settings")
+}
