@@ -267,6 +267,12 @@ func (e *Executor) startBlock(ctx context.Context, name string) (b *block, err e
 	}
 	e.log.Debug("block launched", "block", name, "np", s.np, "pid", proc.Pid(), "addr", e.Addr(), "queue", e.queueRun)
 
+	// Where the block must reach the front end, for the errors below: a
+	// rank 0 that cannot may die before its own message is passed on.
+	where := " (its rank 0 dials " + env[link.EnvAddr] + ")"
+	if front != nil {
+		where = " (its rank 0 joins the queue " + front.Dir() + ")"
+	}
 	// The start timeout counts from when the block runs: a batch job may
 	// wait in the queue for hours.
 	var timeout <-chan time.Time
@@ -281,9 +287,9 @@ func (e *Executor) startBlock(ctx context.Context, name string) (b *block, err e
 			defer timer.Stop()
 			timeout = timer.C
 		case <-proc.Done():
-			err = fmt.Errorf("the launcher or job exited before the block connected: %v; the launcher's last output:\n%s", proc.Wait(context.Background()), tail.String())
+			err = fmt.Errorf("the launcher or job exited before the block connected%s: %v; the launcher's last output:\n%s", where, proc.Wait(context.Background()), tail.String())
 		case <-timeout:
-			err = fmt.Errorf("the block did not connect within %v; the launcher's last output:\n%s", s.startTimeout, tail.String())
+			err = fmt.Errorf("the block did not connect within %v%s; the launcher's last output:\n%s", s.startTimeout, where, tail.String())
 		case <-ctx.Done():
 			err = ctx.Err()
 		}
