@@ -373,6 +373,7 @@ start)
 	need_root start
 	lock
 	# A start that fails half-way leaves nothing behind.
+	# shellcheck disable=SC2154 # rc is set inside the trap
 	trap 'rc=$?; [ $rc -eq 0 ] || { log "start failed; tearing down"; teardown quiet; }; exit $rc' EXIT
 	start "$n" 9>&-
 	trap - EXIT
