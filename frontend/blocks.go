@@ -197,10 +197,18 @@ func (e *Executor) acceptLoop() {
 // env does not set already). Ranks on this host inherit them anyway, but
 // Open MPI passes ranks on other hosts only the variables it is told to
 // (-x), so a setting would otherwise hold on one host and not on the others.
+//
+// The variables that tell a rank which block it is and where its front end
+// is are never taken from the environment: a stale one (of another run)
+// would send the block elsewhere.
 func forwardTuning(env map[string]string) {
 	for _, kv := range os.Environ() {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok || !strings.HasPrefix(k, "RANKFARM_") || strings.ContainsAny(k, ",") {
+			continue
+		}
+		switch k {
+		case EnvExec, link.EnvAddr, link.EnvTokenFile, link.EnvBlock, link.EnvTLSFingerprint, qlink.EnvQueue:
 			continue
 		}
 		if _, set := env[k]; !set {
