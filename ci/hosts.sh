@@ -101,8 +101,12 @@ pids_of() {
 	return 0
 }
 
+# sshfs_opts: the mount options of every host. The keep-alive gives a
+# stalled storage host 30 s before the mount gives up and fails the calls in
+# flight with EIO; an NFS hard mount would wait, and a 5 s stall failed a
+# task's close() with ServerAliveInterval=2,ServerAliveCountMax=3.
 sshfs_opts() {
-	echo "IdentityFile=$dir/ssh/id,StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,LogLevel=ERROR,BatchMode=yes,cache=yes,cache_timeout=1,attr_timeout=1,entry_timeout=1,negative_timeout=1,ServerAliveInterval=2,ServerAliveCountMax=3,allow_other,reconnect"
+	echo "IdentityFile=$dir/ssh/id,StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,LogLevel=ERROR,BatchMode=yes,cache=yes,cache_timeout=1,attr_timeout=1,entry_timeout=1,negative_timeout=1,ServerAliveInterval=5,ServerAliveCountMax=6,allow_other,reconnect"
 }
 
 write_agent() {

@@ -25,11 +25,12 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// mark records each run of task i in dir/runs (one line per run, appended
-// atomically) and returns 2i. The runs file counts the tasks that ran more
-// than once.
+// mark records each run of task i in a file of dir of its own process
+// (runs.PID, one line per run, appended) and returns 2i. The runs files
+// count the tasks that ran more than once; one file per process keeps the
+// appends of processes on different hosts of a network filesystem apart.
 var mark = frontend.NewApp2("e2e.mark", func(_ context.Context, dir string, i int) (int, error) {
-	f, err := os.OpenFile(filepath.Join(dir, "runs"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(filepath.Join(dir, "runs."+strconv.Itoa(os.Getpid())), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return 0, err
 	}
@@ -66,20 +67,26 @@ func rankPID(t *testing.T, launcher, rank int) int {
 	return 0
 }
 
-// runCounts reads the runs file: how many times each task ran.
+// runCounts reads the runs files of dir (runs, and runs.* of mark): how
+// many times each task ran.
 func runCounts(t *testing.T, dir string) map[int]int {
 	t.Helper()
-	f, err := os.Open(filepath.Join(dir, "runs"))
+	files, err := filepath.Glob(filepath.Join(dir, "runs*"))
 	require.NoError(t, err)
-	defer f.Close()
+	require.NotEmpty(t, files, "no runs file in %s", dir)
 	counts := map[int]int{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		i, err := strconv.Atoi(sc.Text())
-		require.NoError(t, err, "line %q", sc.Text())
-		counts[i]++
+	for _, name := range files {
+		f, err := os.Open(name)
+		require.NoError(t, err)
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			i, err := strconv.Atoi(sc.Text())
+			require.NoError(t, err, "%s: line %q", name, sc.Text())
+			counts[i]++
+		}
+		require.NoError(t, sc.Err())
+		require.NoError(t, f.Close())
 	}
-	require.NoError(t, sc.Err())
 	return counts
 }
 
@@ -330,6 +337,14 @@ type markedRun struct {
 func runMarked(ctx context.Context, t *testing.T, ex *frontend.Executor, n int, fault, onErr func()) markedRun {
 	t.Helper()
 	dir := t.TempDir()
+	return runMarkedIn(ctx, t, ex, dir, dir, n, fault, onErr)
+}
+
+// runMarkedIn is runMarked with the runs files in dir, read back from
+// readDir (the same directory seen from where it is stored, for a network
+// filesystem whose client caches may show a file short for a moment).
+func runMarkedIn(ctx context.Context, t *testing.T, ex *frontend.Executor, dir, readDir string, n int, fault, onErr func()) markedRun {
+	t.Helper()
 	futs := make([]*frontend.Future[int], n)
 	for i := range futs {
 		futs[i] = mark.Call(ex, frontend.V(dir), frontend.V(i))
@@ -355,7 +370,7 @@ func runMarked(ctx context.Context, t *testing.T, ex *frontend.Executor, n int, 
 	if fault != nil {
 		r.recovered = time.Since(injected)
 	}
-	counts := runCounts(t, dir)
+	counts := runCounts(t, readDir)
 	for i := range n {
 		require.GreaterOrEqual(t, counts[i], 1, "task %d never ran", i)
 		if counts[i] > 1 {
