@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"runtime"
@@ -385,8 +386,28 @@ func dialFrontEnd(ctx context.Context, cfg Config, hello serialize.Hello) (link.
 		}
 		return conn, nil
 	}
-	conn, err := dial(ctx)
-	return conn, dial, err
+	// A front end starved of CPU for a while (a loaded login node; 64 ranks
+	// busy-polling on 2 cores) may not answer within one dial's timeout:
+	// dial again while the attempts time out, up to firstDialWindow. A
+	// refused connection or a missing route fails at once.
+	deadline := time.Now().Add(firstDialWindow)
+	for {
+		conn, err := dial(ctx)
+		if err == nil || !isTimeout(err) || time.Now().After(deadline) || ctx.Err() != nil {
+			return conn, dial, err
+		}
+		cfg.Logger.Warn("dial front end timed out; dialling again", "addr", cfg.Addr, "err", err)
+	}
+}
+
+// firstDialWindow bounds how long rank 0 keeps dialling a front end whose
+// dials time out.
+const firstDialWindow = 2 * time.Minute
+
+// isTimeout reports whether err is a network timeout.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // keepConnected dials the front end again each time the session's
